@@ -1,0 +1,1 @@
+"""The archival run: plan slices, list, download, store, verify, write metadata, delete."""

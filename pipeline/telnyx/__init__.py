@@ -1,0 +1,1 @@
+"""The Telnyx API: client (session, rate limit, retries), pagination, models, errors."""

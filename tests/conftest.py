@@ -1,0 +1,5 @@
+"""Shared fixtures. Real servers start on free loopback ports and stop after the session."""
+
+pytest_plugins = [
+    "tests.fixtures.servers",
+]
