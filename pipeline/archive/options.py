@@ -35,7 +35,8 @@ class ArchiveOptions:
     transcription_grace: timedelta = timedelta(
         hours=24
     )  # in-progress longer than this: archive without text
-    rows_per_file: int = 100_000
+    commit_every: int = 500  # verified recordings per metadata commit (then their delete starts)
+    rows_per_file: int = 50_000
     state_dir: str | None = None  # where backfill checkpoints live; None: no checkpoints
     run_id: str | None = None  # None: generated
 
@@ -48,6 +49,7 @@ class RunReport:
     slices_total: int = 0
     slices_done: int = 0
     recordings_listed: int = 0
+    recordings_planned: int = 0  # --dry-run: what a real run would archive
     recordings_archived: int = 0  # audio verified and row durable (this run or an earlier one)
     recordings_deleted: int = 0
     recordings_skipped: int = 0  # left in Telnyx on purpose (no destination, deferred, max-delete)
@@ -55,6 +57,7 @@ class RunReport:
     recordings_deferred: int = 0  # transcription still in progress
     transcriptions_archived: int = 0
     transcriptions_deleted: int = 0
+    transcriptions_orphaned: int = 0  # archived on their own: their recording was already gone
     bytes_uploaded: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
