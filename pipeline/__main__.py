@@ -1,0 +1,5 @@
+"""`python -m pipeline` is `telnyx-archiver`."""
+
+from pipeline.cli import main
+
+main()
