@@ -2,5 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.servers",
+    "tests.fixtures.sandbox",
     "tests.fixtures.telnyx_stub",
 ]
