@@ -362,27 +362,43 @@ _SCHEMA: dict[str, dict[str, Any]] = {
         "gcs_endpoint_url": _opt_str,
         "azure_blob_endpoint": _opt_str,
     },
-    "archive": {
-        "formats": _formats,
-        "dry_run": _bool,
-        "keep_source": _bool,
-        "max_delete": _opt_max_delete,
-        "slice_max_results": _pos_int,
-        "page_size": _pos_int,
-        "concurrency": _pos_int,
-        "max_bytes_in_flight": _size,
-        "delete_chunk_size": _pos_int,
-        "transcription_lag": _duration,
-        "transcription_grace": _duration,
-        "rows_per_file": _pos_int,
-        "min_age": _duration,
-        "earliest": _when,
-        "state_dir": _str,
-    },
+    "archive": {},  # filled from ArchiveOptions below, plus min_age, earliest, state_dir
     "schedule": {"cron": _str, "timezone": _tz, "misfire_grace_time": _duration},
     "metrics": {"textfile": _opt_str, "pushgateway": _opt_str, "job": _str},
     "logging": {"format": _log_format, "level": _log_level},
 }
+
+
+def _archive_keys() -> dict[str, Any]:
+    """Every ArchiveOptions field is a config key, parsed by the type of its default."""
+    special: dict[str, Any] = {
+        "formats": _formats,
+        "max_delete": _opt_max_delete,
+        "max_bytes_in_flight": _size,
+    }
+    keys: dict[str, Any] = {}
+    for f in dataclasses.fields(ArchiveOptions):
+        if f.name in ("run_id", "state_dir"):  # per run / kept in RunSettings
+            continue
+        default = f.default
+        if f.name in special:
+            keys[f.name] = special[f.name]
+        elif isinstance(default, bool):
+            keys[f.name] = _bool
+        elif isinstance(default, int):
+            keys[f.name] = _pos_int
+        elif isinstance(default, timedelta):
+            keys[f.name] = _duration
+        elif isinstance(default, float):
+            keys[f.name] = _pos_float
+        else:
+            keys[f.name] = _opt_str
+    keys.update(min_age=_duration, earliest=_when, state_dir=_str)
+    return keys
+
+
+_SCHEMA["archive"] = _archive_keys()
+
 
 # Environment variables, each feeding one key.
 ENVIRONMENT: dict[str, str] = {

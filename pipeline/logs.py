@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 from rich.console import Console
 
@@ -49,6 +50,7 @@ def setup_logging(
     *,
     secrets: Iterable[str] = (),
     console: Console | None = None,
+    stream: TextIO | None = None,
 ) -> logging.Handler:
     """Replace the root logger's handlers with one handler on stderr. Safe to call repeatedly."""
     root = logging.getLogger()
@@ -57,7 +59,7 @@ def setup_logging(
             root.removeHandler(old)
     handler: logging.Handler
     if fmt == "json":
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(json_formatter())
     elif console is not None and console.is_terminal:
         from rich.logging import RichHandler
@@ -66,7 +68,7 @@ def setup_logging(
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(RedactFilter(secrets))
     handler._telnyx_archiver = True  # type: ignore[attr-defined]

@@ -61,7 +61,12 @@ class RunMetrics:
             ["endpoint", "status"],
             registry=r,
         )
-        self.retries = Counter(f"{PREFIX}_api_retries", "Telnyx API calls retried.", registry=r)
+        self.retries = Counter(
+            f"{PREFIX}_api_retries",
+            "Telnyx API calls retried, by what went wrong (HTTP status, ERR, MALFORMED).",
+            ["reason"],
+            registry=r,
+        )
         self.runs = Counter(f"{PREFIX}_runs", "Runs finished, by outcome.", ["outcome"], registry=r)
         self.duration = Gauge(
             f"{PREFIX}_run_duration_seconds", "Duration of the last run.", registry=r
@@ -88,8 +93,8 @@ class RunMetrics:
             if m:
                 endpoint = f"{m['method']} {_template(m['path'])}"
                 self.api_calls.labels(endpoint=endpoint, status=m["status"]).inc(n)
-            elif "retr" in key.lower():
-                self.retries.inc(n)
+            elif key.startswith("retry "):
+                self.retries.labels(reason=key.removeprefix("retry ").strip()).inc(n)
         self.runs.labels(outcome="ok" if report.ok else "failed").inc()
         if report.started_at and report.finished_at:
             self.duration.set((report.finished_at - report.started_at).total_seconds())
