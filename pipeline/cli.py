@@ -550,7 +550,7 @@ async def _preflight_then(settings: Settings, coro: Any) -> Any:
 
 
 async def _backend(url: str, settings: Settings) -> Any:
-    from pipeline.storage import backend_for_url  # type: ignore[attr-defined]
+    from pipeline.storage.select import backend_for_url
 
     backend = backend_for_url(url, settings.storage)
     if inspect.isawaitable(backend):
