@@ -335,15 +335,14 @@ class TelnyxClient:
         expect: Expect = "object",
         retry_conflict: bool = True,
     ) -> Any:
+        malformed = 0
+
         def stop(state: RetryCallState) -> bool:
-            if state.attempt_number >= self.max_attempts:
-                return True
+            nonlocal malformed
             exc = state.outcome.exception() if state.outcome else None
-            return (
-                isinstance(exc, RetryableFailure)
-                and exc.kind == "MALFORMED"
-                and state.attempt_number >= MALFORMED_ATTEMPTS
-            )
+            if isinstance(exc, RetryableFailure) and exc.kind == "MALFORMED":
+                malformed += 1
+            return state.attempt_number >= self.max_attempts or malformed >= MALFORMED_ATTEMPTS
 
         def before_sleep(state: RetryCallState) -> None:
             failure = state.outcome.exception() if state.outcome else None
