@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.servers",
+    "tests.fixtures.emulators",
     "tests.fixtures.sandbox",
     "tests.fixtures.telnyx_stub",
 ]

@@ -7,13 +7,30 @@ in `pipeline.archive`, written once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+# Names used in ObjectStat.checksums / StoredObject.checksums. A name means the same encoding
+# everywhere, so the verifier above the backends compares values by plain equality.
+SHA256 = "sha256"  # hex of the full content, computed by the store (or by reading it back, local)
+SHA256_COMPOSITE = "sha256-composite"  # hex of S3's multipart checksum, without its "-N" suffix
+MD5 = "md5"  # hex of the full content (GCS md5Hash, Azure Content-MD5)
+CRC32C = "crc32c"  # base64, as GCS reports it
+META_SHA256 = (
+    "meta-sha256"  # hex the writer stored as object metadata "sha256": claimed, not computed
+)
 
 
 class StorageError(Exception):
-    """A destination failed. The message names the backend, the bucket and the problem, never a secret."""
+    """A destination failed. The message names the backend, the bucket and the problem, never a secret.
+
+    `transient` is True when the same call may succeed later (connection refused, throttling, 5xx).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class PreflightError(StorageError):
@@ -26,28 +43,38 @@ class IncompleteStreamError(StorageError):
 
 @dataclass(frozen=True, slots=True)
 class ObjectStat:
-    """What a store says it holds under a key. sha256 is None when the store cannot tell."""
+    """What a store says it holds under a key.
+
+    checksums maps the names above to values; listings may carry fewer than stat().
+    """
 
     key: str
     size: int
-    sha256: str | None = None  # lowercase hex
-    md5: str | None = None  # lowercase hex
+    checksums: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
-    """What a write stored: the object's URI, size and checksums (hex)."""
+    """What a write stored.
+
+    sha256 is the hex digest of the full content, computed while streaming. checksums is what a
+    later stat() of this object is expected to report under the same names.
+    """
 
     uri: str
     key: str
     size: int
     sha256: str
-    md5: str | None = None
+    checksums: Mapping[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """A destination: one bucket (or folder) and a prefix. Keys are relative to the prefix."""
+    """A destination: one bucket (or folder) and a prefix. Keys are relative to the prefix.
+
+    Every method taking a key raises ValueError for an unsafe one: empty, a leading "/", a "." or
+    ".." or empty segment, a backslash, NUL or another control character.
+    """
 
     name: str  # "s3", "s3-generic", "gcs", "azure", "local"
     bucket: str
@@ -80,7 +107,10 @@ class Backend(Protocol):
         ...
 
     def read_stream(self, key: str) -> AsyncIterator[bytes]:
-        """The object's bytes, in chunks."""
+        """The object's bytes, in chunks. Consume it or aclose() it.
+
+        Raises StorageError (on first iteration) when the object does not exist.
+        """
         ...
 
     async def list(self, prefix: str) -> list[ObjectStat]:
@@ -92,7 +122,7 @@ class Backend(Protocol):
         ...
 
     async def preflight(self) -> None:
-        """Write, stat and delete a small probe object. Raises PreflightError."""
+        """Write, stat and delete `<prefix>/_preflight/<uuid>`. Raises PreflightError with one line."""
         ...
 
     async def close(self) -> None: ...
