@@ -331,13 +331,21 @@ def _run_window(settings: Settings, window: Any, options: Any) -> int:
             "credential are left in Telnyx"
         )
 
-    async def main(shutdown: Shutdown) -> Any:
+    async def main(shutdown: Shutdown) -> tuple[Any, bool]:
         with _progress() as sink:
-            return await archive_once(settings, window, options, progress=sink, shutdown=shutdown)
+            report = await archive_once(settings, window, options, progress=sink, shutdown=shutdown)
+        return report, shutdown.requested.is_set()
 
-    report = asyncio.run(_with_signals(main))
+    report, stopped = asyncio.run(_with_signals(main))
     _report_summary(report)
     _publish_metrics(settings, report)
+    if stopped and report.slices_done < report.slices_total:
+        log.warning(
+            "stopped on request after %d of %d slices; the next run continues",
+            report.slices_done,
+            report.slices_total,
+        )
+        return EXIT_FAILED
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -452,3 +452,21 @@ def test_demo_archives_the_sandbox_and_prints_a_working_duckdb_query(
     query = command.split('duckdb -c "', 1)[1].rsplit('"', 1)[0]
     rows = duckdb.sql(query).fetchall()
     assert rows and sum(r[1] for r in rows) > 0
+
+
+def test_sigterm_during_a_run_stops_it_after_the_slice_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    async def archive(window, *, client, storage, options, progress=None, stop=None) -> RunReport:
+        os.kill(os.getpid(), signal.SIGTERM)  # as Kubernetes does when it evicts the pod
+        await asyncio.wait_for(stop.wait(), 10)  # the archive finishes its slice, then returns
+        return RunReport(run_id="stopped", window=window, slices_total=3, slices_done=1)
+
+    monkeypatch.setattr("pipeline.cli.telnyx_client", lambda settings, **kw: FakeClient())
+    monkeypatch.setattr("pipeline.cli.archive_function", lambda: archive)
+    result = invoke(["run", "--destination", str(tmp_path)], {"TELNYX_API_KEY": KEY})
+    assert result.exit_code == 1
+    assert "stopped on request after 1 of 3 slices" in result.stderr

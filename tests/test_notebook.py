@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -17,9 +18,9 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "archive_analysis
 
 
 @pytest.fixture(scope="module")
-async def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     target = tmp_path_factory.mktemp("demo") / "archive-demo"
-    report = await run_demo(60, target, progress=LogProgress())
+    report = asyncio.run(run_demo(60, target, progress=LogProgress()))
     assert report.ok and report.recordings_archived > 0
     return target, report.recordings_archived
 
@@ -28,8 +29,7 @@ def outputs_of(cell) -> list[dict]:
     return [dict(o) for o in cell.get("outputs", [])]
 
 
-@pytest.mark.asyncio(loop_scope="module")
-async def test_the_notebook_runs_against_the_demo_archive(
+def test_the_notebook_runs_against_the_demo_archive(
     demo_archive: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, archived = demo_archive
@@ -45,7 +45,7 @@ async def test_the_notebook_runs_against_the_demo_archive(
     monkeypatch.setenv("ARCHIVE_ROOT", str(root))
     monkeypatch.setenv("ARCHIVE_KEYWORD", "refund")
     client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3")
-    await client.async_execute()
+    client.execute()
 
     figures = [
         o for cell in notebook.cells for o in outputs_of(cell) if "image/png" in o.get("data", {})
