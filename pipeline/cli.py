@@ -24,6 +24,8 @@ from typing import Any
 import click
 
 from pipeline import __version__
+from pipeline.archive.options import Window
+from pipeline.archive.slices import nightly_window
 from pipeline.config import (
     CONFIG_ENV,
     LOG_LEVELS,
@@ -219,10 +221,8 @@ def archive_function() -> Callable[..., Any]:
 def telnyx_client(
     settings: Settings, *, api_key: str | None = None, base_url: str | None = None
 ) -> Any:
-    try:
-        from pipeline.telnyx import TelnyxClient  # type: ignore[attr-defined]
-    except ImportError:
-        from pipeline.telnyx.client import TelnyxClient  # type: ignore[no-redef]
+    from pipeline.telnyx import TelnyxClient
+
     t = settings.telnyx
     return TelnyxClient(
         api_key if api_key is not None else t.require_api_key().reveal(),
@@ -233,17 +233,6 @@ def telnyx_client(
         timeout=t.timeout,
         page_concurrency=t.page_concurrency,
     )
-
-
-def nightly_window(now: datetime, min_age: timedelta, earliest: datetime) -> Any:
-    try:
-        from pipeline.archive.slices import nightly_window as lead_window
-
-        return lead_window(now, min_age, earliest)
-    except ImportError:
-        from pipeline.archive.options import Window
-
-        return Window(since=earliest, until=now - min_age)
 
 
 async def archive_once(
@@ -502,8 +491,6 @@ def backfill(since: datetime, until: datetime, **flags: Any) -> None:
             )
         log.warning("--until capped at %s (now minus min_age)", cutoff.isoformat())
         until = cutoff
-    from pipeline.archive.options import Window
-
     state_dir = settings.state_path()
     options = dataclasses.replace(settings.archive.options, state_dir=str(state_dir))
     raise click.exceptions.Exit(_run_window(settings, Window(since=since, until=until), options))
@@ -684,7 +671,6 @@ async def run_demo(
     progress: Any = None,
 ) -> Any:
     """The demo, callable from tests and the notebook: sandbox in-process, archive to directory."""
-    from pipeline.archive.options import Window
     from pipeline.sandbox import SandboxConfig, SandboxServer
 
     settings = settings or load_settings(None, env={})
