@@ -214,8 +214,8 @@ async def _by_number(
     seen: _Seen,
 ) -> AsyncIterator[T]:
     total = first.total_pages or 0
-    start = (first.page_number or 1) + 1
-    rest = _ConcurrentPages(fetch, numbered, range(start, total + 1), concurrency)
+    # We asked for page 1, whatever meta.page_number says.
+    rest = _ConcurrentPages(fetch, numbered, range(2, total + 1), concurrency)
     try:
         for item in seen.take(first)[0]:
             yield item
@@ -237,7 +237,7 @@ async def _by_number(
 async def _one_by_one(
     fetch: FetchPage[T], base: dict[str, str], page: Page[T], cursor_style: bool, seen: _Seen
 ) -> AsyncIterator[T]:
-    number = page.page_number or 1
+    number = 1  # we asked for page 1, whatever meta.page_number says
     cursors: set[str] = set()
     while True:
         fresh, progress = seen.take(page)
