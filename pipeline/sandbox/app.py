@@ -187,17 +187,23 @@ async def list_recordings(request: web.Request) -> web.Response:
     q = ListQuery(request, RECORDING_RANGES, RECORDING_EQUALS, {"number", "size"})
     size, number = q.size(), q.number()
     r = q.ranges
-    matched = state.list_recordings(
-        created_gte=r.get("created_at.gte"),
-        created_lte=r.get("created_at.lte"),
-        start_gte=r.get("start_time.gte"),
-        start_lte=r.get("start_time.lte"),
-        end_gte=r.get("end_time.gte"),
-        end_lte=r.get("end_time.lte"),
-        equals=q.equals,
-    )
-    data = [recording_out(request, rec) for rec in matched[(number - 1) * size : number * size]]
-    return web.json_response({"data": data, "meta": page_meta(number, size, len(matched))})
+    filters = {
+        name: r[key]
+        for name, key in (
+            ("created_gte", "created_at.gte"),
+            ("created_lte", "created_at.lte"),
+            ("start_gte", "start_time.gte"),
+            ("start_lte", "start_time.lte"),
+            ("end_gte", "end_time.gte"),
+            ("end_lte", "end_time.lte"),
+        )
+        if key in r
+    }
+    if q.equals:
+        filters["equals"] = q.equals
+    items, total = state.recordings_page(number, size, **filters)
+    data = [recording_out(request, rec) for rec in items]
+    return web.json_response({"data": data, "meta": page_meta(number, size, total)})
 
 
 def _recording(request: web.Request) -> dict[str, Any]:

@@ -23,7 +23,7 @@ COUNTRY_FORMATS = (("+1", 10), ("+1", 10), ("+1", 10), ("+44", 10), ("+49", 11),
 
 def iso(t: datetime) -> str:
     """Telnyx style: UTC with milliseconds and a Z."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def default_anchor() -> datetime:
@@ -38,6 +38,7 @@ class Dataset:
     hidden: dict[str, dict[str, str]]  # id -> attributes Telnyx filters on but does not return
     transcriptions: dict[str, dict[str, Any]]
     created: dict[str, datetime] = field(default_factory=dict)  # recording and transcription ids
+    times: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)  # started, ended
     window: tuple[datetime, datetime] = (
         datetime.min,
         datetime.min,
@@ -52,7 +53,8 @@ def _phone(rng: random.Random) -> str:
     prefix, digits = rng.choice(COUNTRY_FORMATS)
     if prefix == "+1":  # NANP: area code and exchange never start with 0/1; 555 is fictional
         return f"+1{rng.randint(201, 989)}555{rng.randint(0, 9999):04d}"
-    return prefix + "".join(str(rng.randint(0, 9)) for _ in range(digits))
+    # E.164: no trunk prefix 0 right after the country code
+    return prefix + str(rng.randrange(10 ** (digits - 1), 10**digits))
 
 
 def _duration_ms(rng: random.Random) -> int:
@@ -64,6 +66,8 @@ def generate(config: SandboxConfig) -> Dataset:
     rng = random.Random(config.seed)
     anchor = config.anchor or default_anchor()
     anchor = anchor.replace(tzinfo=UTC) if anchor.tzinfo is None else anchor.astimezone(UTC)
+    # Whole milliseconds everywhere, so the datetimes kept equal the ones served (ms precision).
+    anchor = anchor.replace(microsecond=anchor.microsecond // 1000 * 1000)
     window_end = anchor - timedelta(days=1)
     window_start = window_end - timedelta(days=config.days)
     span_ms = int((window_end - window_start).total_seconds() * 1000)
@@ -73,6 +77,7 @@ def generate(config: SandboxConfig) -> Dataset:
     hidden: dict[str, dict[str, str]] = {}
     transcriptions: dict[str, dict[str, Any]] = {}
     created: dict[str, datetime] = {}
+    times: dict[str, tuple[datetime, datetime]] = {}
 
     previous: datetime | None = None
     for _ in range(config.recordings):
@@ -114,7 +119,8 @@ def generate(config: SandboxConfig) -> Dataset:
             extra["conference_region"] = rng.choice(CONFERENCE_REGIONS)
         recordings[rec_id] = body
         hidden[rec_id] = extra
-        created[rec_id] = parse_served(body["created_at"])
+        created[rec_id] = created_at
+        times[rec_id] = (started, ended)
 
         if rng.random() < config.transcription_ratio:
             tr_id = _uuid(rng)
@@ -135,9 +141,15 @@ def generate(config: SandboxConfig) -> Dataset:
                 text = " ".join(words)
                 tr["transcription_text"] = text[0].upper() + text[1:] + "."
             transcriptions[tr_id] = tr
-            created[tr_id] = parse_served(tr["created_at"])
+            created[tr_id] = tr_created
     return Dataset(
-        connection_ids, recordings, hidden, transcriptions, created, (window_start, window_end)
+        connection_ids,
+        recordings,
+        hidden,
+        transcriptions,
+        created,
+        times,
+        (window_start, window_end),
     )
 
 

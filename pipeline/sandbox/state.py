@@ -119,10 +119,7 @@ class SandboxState:
         self._all_recordings = dict(data.recordings)  # deleted ones too: their audio digests
         self._hidden = data.hidden
         self._created = data.created
-        self._times = {
-            rid: (parse_served(r["recording_started_at"]), parse_served(r["recording_ended_at"]))
-            for rid, r in data.recordings.items()
-        }
+        self._times = data.times
         self._rec_order: list[Key] = sorted((self._created[i], i) for i in self.recordings)
         self._tr_order: list[Key] = sorted((self._created[i], i) for i in self.transcriptions)
         self._link_secret = os.urandom(32)
@@ -208,8 +205,11 @@ class SandboxState:
     ) -> list[dict[str, Any]]:
         """Every remaining recording matching the filters, in (created_at, id) order."""
         equals = equals or {}
+        keys = self._range(self._rec_order, created_gte, created_lte)
+        if not (equals or start_gte or start_lte or end_gte or end_lte):
+            return [self.recordings[rid] for _, rid in keys]
         out = []
-        for _, rid in self._range(self._rec_order, created_gte, created_lte):
+        for _, rid in keys:
             rec = self.recordings[rid]
             started, ended = self._times[rid]
             if (start_gte and started < start_gte) or (start_lte and started > start_lte):
@@ -220,6 +220,20 @@ class SandboxState:
             if all(rec.get(k, hidden.get(k)) == v for k, v in equals.items()):
                 out.append(rec)
         return out
+
+    def recordings_page(
+        self, number: int, size: int, **filters: Any
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page-number page and the total: positions shift when earlier items are deleted."""
+        start = (number - 1) * size
+        if set(filters) <= {"created_gte", "created_lte"}:  # fast path: a slice of the order
+            lo, hi = self._bounds(
+                self._rec_order, filters.get("created_gte"), filters.get("created_lte")
+            )
+            keys = self._rec_order[min(lo + start, hi) : min(lo + start + size, hi)]
+            return [self.recordings[rid] for _, rid in keys], hi - lo
+        matched = self.list_recordings(**filters)
+        return matched[start : start + size], len(matched)
 
     def delete_recordings(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         """Delete those that remain; ids already gone are ignored. Returns what was deleted."""
@@ -291,10 +305,15 @@ class SandboxState:
 
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod
-    def _range(order: list[Key], gte: datetime | None, lte: datetime | None) -> list[Key]:
+    def _bounds(order: list[Key], gte: datetime | None, lte: datetime | None) -> tuple[int, int]:
         lo = bisect.bisect_left(order, (gte, "")) if gte else 0
         # "\U0010ffff" sorts after every id, so lte is inclusive of ties on created_at
         hi = bisect.bisect_right(order, (lte, "\U0010ffff")) if lte else len(order)
+        return lo, max(lo, hi)
+
+    @classmethod
+    def _range(cls, order: list[Key], gte: datetime | None, lte: datetime | None) -> list[Key]:
+        lo, hi = cls._bounds(order, gte, lte)
         return order[lo:hi]
 
     @staticmethod
