@@ -85,6 +85,14 @@ def sandbox_env(sb: ThreadedSandbox, key: str = KEY) -> dict[str, str | None]:
     return {"TELNYX_API_KEY": key, "TELNYX_BASE_URL": sb.base_url}
 
 
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    """An empty archive folder (a local destination must exist: a typo fails preflight)."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    return folder
+
+
 # --- help, version, usage ------------------------------------------------------------------
 
 
@@ -358,23 +366,22 @@ def test_debug_level_adds_the_traceback(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 
 def test_run_archives_the_sandbox_and_verify_finds_the_archive_consistent(
-    sandbox: ThreadedSandbox, tmp_path: Path
+    sandbox: ThreadedSandbox, dest: Path
 ) -> None:
     before = len(sandbox.state.recordings)
-    result = invoke(["run", "--destination", str(tmp_path / "archive")], sandbox_env(sandbox))
+    result = invoke(["run", "--destination", str(dest)], sandbox_env(sandbox))
     assert result.exit_code == 0, result.output + result.stderr
     assert "OK" in result.stdout
     assert len(sandbox.state.recordings) < before  # archived recordings were deleted
 
-    checked = invoke(["verify", "--destination", str(tmp_path / "archive")])
+    checked = invoke(["verify", "--destination", str(dest)])
     assert checked.exit_code == 0, checked.output + checked.stderr
     assert f"rows            {before - len(sandbox.state.recordings)}" in checked.stdout
 
 
 def test_verify_exits_1_when_an_archived_file_was_tampered_with(
-    sandbox: ThreadedSandbox, tmp_path: Path
+    sandbox: ThreadedSandbox, dest: Path
 ) -> None:
-    dest = tmp_path / "archive"
     assert invoke(["run", "--destination", str(dest)], sandbox_env(sandbox)).exit_code == 0
     victim = next(p for p in dest.rglob("*.mp3"))
     victim.write_bytes(b"not the audio")
@@ -384,11 +391,8 @@ def test_verify_exits_1_when_an_archived_file_was_tampered_with(
     assert "bad audio       1" in result.stdout
 
 
-def test_dry_run_writes_nothing_and_deletes_nothing(
-    sandbox: ThreadedSandbox, tmp_path: Path
-) -> None:
+def test_dry_run_writes_nothing_and_deletes_nothing(sandbox: ThreadedSandbox, dest: Path) -> None:
     before = len(sandbox.state.recordings)
-    dest = tmp_path / "archive"
     result = invoke(["run", "--dry-run", "--destination", str(dest)], sandbox_env(sandbox))
     assert result.exit_code == 0, result.output + result.stderr
     assert len(sandbox.state.recordings) == before
@@ -396,14 +400,14 @@ def test_dry_run_writes_nothing_and_deletes_nothing(
 
 
 def test_run_exits_1_when_downloads_fail_and_keeps_those_recordings(
-    sandbox: ThreadedSandbox, tmp_path: Path
+    sandbox: ThreadedSandbox, tmp_path: Path, dest: Path
 ) -> None:
     sandbox.config.fault_truncate = 1.0  # every audio download is cut short
     config = tmp_path / "archiver.toml"
     config.write_text("[telnyx]\nmax_attempts = 2\n")
     before = len(sandbox.state.recordings)
     result = invoke(
-        ["--config", str(config), "run", "--destination", str(tmp_path / "archive")],
+        ["--config", str(config), "run", "--destination", str(dest)],
         sandbox_env(sandbox),
     )
     assert result.exit_code == 1, result.output + result.stderr
@@ -411,11 +415,9 @@ def test_run_exits_1_when_downloads_fail_and_keeps_those_recordings(
 
 
 def test_a_wrong_api_key_exits_3_without_showing_the_key(
-    sandbox: ThreadedSandbox, tmp_path: Path
+    sandbox: ThreadedSandbox, dest: Path
 ) -> None:
-    result = invoke(
-        ["run", "--destination", str(tmp_path / "archive")], sandbox_env(sandbox, WRONG_KEY)
-    )
+    result = invoke(["run", "--destination", str(dest)], sandbox_env(sandbox, WRONG_KEY))
     assert result.exit_code == 3
     line = one_error_line(result)
     assert "Telnyx rejected the API key" in line
