@@ -249,6 +249,9 @@ async def test_deleted_recordings_vanish_and_later_pages_shift(sandbox, session)
     async with session.delete(f"{url}/{victim}") as r:
         assert r.status == 404
     assert victim in sandbox.state.deleted_recording_ids
+    _, state = await get_json(session, sandbox.url + "/_sandbox/state")
+    assert state["recordings"]["deleted"] == [victim]
+    assert victim not in state["recordings"]["remaining"]
 
 
 async def test_bulk_delete_ignores_ids_already_gone(sandbox, session) -> None:

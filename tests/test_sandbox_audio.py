@@ -173,3 +173,10 @@ async def test_large_audio_streams_with_the_announced_length(sandbox_factory):
             async for chunk in r.content.iter_chunked(64 * 1024):
                 h.update(chunk)
         assert (size, h.hexdigest()) == sb.state.audio_digest(rec["id"], "wav")
+
+
+async def test_the_clock_endpoint_moves_link_expiry_forward(sandbox, session, keyless):
+    rec = await first_recording(sandbox, session)
+    async with keyless.post(sandbox.url + "/_sandbox/clock", json={"advance": 601}) as r:
+        assert r.status == 200
+    assert (await fetch(keyless, rec["download_urls"]["wav"]))[0] == 403
