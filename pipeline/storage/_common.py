@@ -207,6 +207,10 @@ class BaseBackend:
     def uri(self, key: str) -> str:
         return f"{self.scheme}://{self.bucket}/{self.full_key(key)}"
 
+    def root_uri(self) -> str:
+        """The URI every key's URI starts with: identifies the destination."""
+        return f"{self.scheme}://{self.bucket}/" + (f"{self.prefix}/" if self.prefix else "")
+
     def error(self, problem: str, *, transient: bool = False) -> StorageError:
         return StorageError(f"{self.label}: {problem}", transient=transient)
 

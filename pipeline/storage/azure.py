@@ -19,6 +19,7 @@ from typing import Any
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import (
     AzureError,
+    ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
@@ -106,9 +107,12 @@ class AzureBackend(BaseBackend):
     def _wrap(self, exc: BaseException) -> StorageError:
         if isinstance(exc, StorageError):
             return exc
+        if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
+            # Raised before sending: the key could not sign (AzureSigningError, e.g. not base64).
+            return self.error("account key is not valid (cannot sign requests)")
         if isinstance(exc, HttpResponseError):
-            code = str(exc.error_code or "")
-            status = exc.status_code
+            code = str(getattr(exc, "error_code", None) or "")
+            status = getattr(exc, "status_code", None)
             if code in _PROBLEMS:
                 return self.error(_PROBLEMS[code])
             if status == 403:
@@ -122,8 +126,7 @@ class AzureBackend(BaseBackend):
         if isinstance(exc, ServiceResponseError):
             return self.error("the connection broke during a request", transient=True)
         if isinstance(exc, AzureError):
-            # e.g. signing with a key that is not base64 (AzureSigningError)
-            return self.error(f"client error ({type(exc).__name__}; is the account key valid?)")
+            return self.error(f"client error ({type(exc).__name__})")
         if isinstance(exc, ValueError):
             return self.error(f"invalid configuration ({type(exc).__name__})")
         return self.error(f"unexpected {type(exc).__name__}")
@@ -219,7 +222,7 @@ class AzureBackend(BaseBackend):
             try:
                 props = await self._container().get_blob_client(full).get_blob_properties()
             except HttpResponseError as exc:
-                if exc.status_code == 404 and exc.error_code in (None, "BlobNotFound"):
+                if _not_found(exc):
                     return None
                 raise self._wrap(exc) from None
             except (AzureError, ValueError) as exc:
@@ -235,7 +238,7 @@ class AzureBackend(BaseBackend):
                 # The SDK pins later range requests to the first response's etag.
                 downloader = await self._container().get_blob_client(full).download_blob()
             except HttpResponseError as exc:
-                if exc.error_code == "BlobNotFound":
+                if _not_found(exc):
                     raise self.error(f"object {key!r} does not exist") from None
                 raise self._wrap(exc) from None
             except (AzureError, ValueError) as exc:
@@ -269,7 +272,7 @@ class AzureBackend(BaseBackend):
             try:
                 await self._container().get_blob_client(full).delete_blob()
             except HttpResponseError as exc:
-                if exc.status_code == 404 and exc.error_code in (None, "BlobNotFound"):
+                if _not_found(exc):
                     return
                 raise self._wrap(exc) from None
             except (AzureError, ValueError) as exc:
@@ -290,3 +293,9 @@ def _stat_of(key: str, props: Any) -> ObjectStat:
     if meta:
         checksums[META_SHA256] = meta
     return ObjectStat(key, int(props.size or 0), checksums)
+
+
+def _not_found(exc: HttpResponseError) -> bool:
+    """The blob is absent (HEAD answers a bare 404; a missing container says so)."""
+    code = getattr(exc, "error_code", None)
+    return getattr(exc, "status_code", None) == 404 and code in (None, "BlobNotFound")

@@ -83,6 +83,10 @@ class Backend(Protocol):
         """The full URI of a key, e.g. s3://bucket/prefix/key."""
         ...
 
+    def root_uri(self) -> str:
+        """The URI every key's URI starts with (s3://bucket/prefix/): identifies the destination."""
+        ...
+
     async def write_stream(
         self,
         key: str,

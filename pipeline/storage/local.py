@@ -59,6 +59,10 @@ class LocalBackend(ThreadedBackend):
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
 
+    def root_uri(self) -> str:
+        base = self.root / self.prefix if self.prefix else self.root
+        return base.as_uri().rstrip("/") + "/"
+
     def _path(self, key: str) -> Path:
         path = self.root / self.full_key(key)
         # Keys are already free of "..": this catches a symlink inside the folder pointing out.
