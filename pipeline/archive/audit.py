@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from pipeline.archive.parquet import read_columns
 from pipeline.archive.verify import matches
@@ -31,6 +32,11 @@ class AuditReport:
         )
 
 
+def key_of(backend: Backend, uri: str) -> str:
+    """The key behind one of the backend's URIs (file URIs percent-encode '=')."""
+    return unquote(uri.removeprefix(backend.root_uri()))
+
+
 async def _read_dataset(backend: Backend, dataset: str, columns: list[str]) -> list[dict]:
     rows: list[dict] = []
     for obj in await backend.list(f"{dataset}/"):
@@ -45,7 +51,6 @@ async def _read_dataset(backend: Backend, dataset: str, columns: list[str]) -> l
 
 async def audit(backend: Backend) -> AuditReport:
     report = AuditReport()
-    base = backend.uri("")
     recordings = await _read_dataset(
         backend,
         "recordings",
@@ -66,7 +71,7 @@ async def audit(backend: Backend) -> AuditReport:
             uri = row[f"{prefix}_uri"]
             if not uri:
                 continue
-            key = uri.removeprefix(base)
+            key = key_of(backend, uri)
             referenced.add(key)
             if key not in objects:
                 report.missing_audio.append(uri)

@@ -40,18 +40,18 @@ class Ledger:
         return transcription_id in ids
 
     def add_recordings(self, backend: Backend, day: date, rows: list[dict]) -> None:
-        known = self._recordings.setdefault((backend.uri(""), day), {})
+        known = self._recordings.setdefault((backend.root_uri(), day), {})
         for row in rows:
             known[row["id"]] = _row_audio(row)
 
     def add_transcriptions(self, backend: Backend, day: date, ids: list[str]) -> None:
-        self._transcriptions.setdefault((backend.uri(""), day), set()).update(ids)
+        self._transcriptions.setdefault((backend.root_uri(), day), set()).update(ids)
 
     def _lock(self, backend: Backend, dataset: str, day: date) -> asyncio.Lock:
-        return self._locks.setdefault((backend.uri(""), dataset, day), asyncio.Lock())
+        return self._locks.setdefault((backend.root_uri(), dataset, day), asyncio.Lock())
 
     async def _load_recordings(self, backend: Backend, day: date) -> dict[str, RowAudio]:
-        where = (backend.uri(""), day)
+        where = (backend.root_uri(), day)
         async with self._lock(backend, "recordings", day):
             if where not in self._recordings:
                 rows: dict[str, RowAudio] = {}
@@ -70,7 +70,7 @@ class Ledger:
             return self._recordings[where]
 
     async def _load_transcriptions(self, backend: Backend, day: date) -> set[str]:
-        where = (backend.uri(""), day)
+        where = (backend.root_uri(), day)
         async with self._lock(backend, "transcriptions", day):
             if where not in self._transcriptions:
                 ids: set[str] = set()

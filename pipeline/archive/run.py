@@ -88,7 +88,7 @@ class Router:
             )
 
     async def _adopt(self, backend: Backend) -> Backend:
-        place = backend.uri("")
+        place = backend.root_uri()
         if place not in self._by_place:
             if not self._dry_run:
                 await backend.preflight()  # raises PreflightError: one line, no secret
@@ -398,7 +398,7 @@ class _Run:
         async with self.commit_lock:
             groups: dict[tuple[str, date], list[Verified]] = defaultdict(list)
             for item in batch:
-                groups[(item.backend.uri(""), item.day)].append(item)
+                groups[(item.backend.root_uri(), item.day)].append(item)
             archived: list[Archived] = []
             for items in groups.values():
                 backend, day = items[0].backend, items[0].day
