@@ -278,12 +278,13 @@ async def _with_signals(coro_fn: Callable[[Shutdown], Any]) -> Any:
 
 def _report_summary(report: Any, *, to_log: bool = False) -> None:
     g = _globals()
-    if g.json_logs or to_log:
-        log.log(
-            logging.INFO if report.ok else logging.WARNING,
-            "run finished" if report.ok else "run finished with failures",
-            extra=summary_fields(report),
-        )
+    level = logging.INFO if report.ok else logging.WARNING
+    if g.json_logs:
+        message = "run finished" if report.ok else "run finished with failures"
+        log.log(level, message, extra=summary_fields(report))
+    elif to_log:
+        for line in summary_lines(report):
+            log.log(level, "%s", line)
     else:
         for line in summary_lines(report):
             click.echo(line)

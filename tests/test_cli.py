@@ -472,3 +472,40 @@ def test_sigterm_during_a_run_stops_it_after_the_slice_and_exits_1(
     result = invoke(["run", "--destination", str(tmp_path)], {"TELNYX_API_KEY": KEY})
     assert result.exit_code == 1
     assert "stopped on request after 1 of 3 slices" in result.stderr
+
+
+def test_schedule_runs_the_job_and_exits_0_on_sigterm(sandbox: ThreadedSandbox, dest: Path) -> None:
+    import os
+    import queue
+    import signal
+
+    before = len(sandbox.state.recordings)
+    env = {**os.environ, "TELNYX_API_KEY": KEY, "TELNYX_BASE_URL": sandbox.base_url}
+    env.pop("TELNYX_ARCHIVER_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--log-format", "json", "schedule", "--now"]
+        + ["--destination", str(dest)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
+    records = []
+    try:
+        while not any(r["message"].startswith("run finished") for r in records):
+            records.append(json.loads(lines.get(timeout=60)))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    while not lines.empty():
+        records.append(json.loads(lines.get()))
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("scheduler started: cron[") for m in messages)
+    assert "scheduler stopped" in messages
+    summary = next(r for r in records if r["message"].startswith("run finished"))
+    assert summary["recordings_archived"] == before - len(sandbox.state.recordings) > 0
