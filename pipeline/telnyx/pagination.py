@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -195,12 +196,14 @@ async def iterate(
 
     seen = _Seen(what, on_malformed)
     first, cursor_style = await fetch(numbered(1))
+    if first.total_pages is not None and not cursor_style:
+        walk = _by_number(fetch, numbered, first, page_concurrency, seen)
+    else:
+        walk = _one_by_one(fetch, base, first, cursor_style, seen)
     try:
-        if first.total_pages is not None and not cursor_style:
-            async for item in _by_number(fetch, numbered, first, page_concurrency, seen):
-                yield item
-        else:
-            async for item in _one_by_one(fetch, base, first, cursor_style, seen):
+        # aclosing: a consumer that stops early cancels the page fetches now, not at GC time.
+        async with aclosing(walk) as items:
+            async for item in items:
                 yield item
     finally:
         seen.report()
