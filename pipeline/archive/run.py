@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import time
 from collections import defaultdict
@@ -55,6 +56,26 @@ from pipeline.telnyx.models import MalformedItemError, Recording, Transcription
 log = logging.getLogger(__name__)
 
 StageHook = Callable[[str], None]
+STAGE_LOG_ENV = "TELNYX_ARCHIVER_STAGE_LOG"
+
+
+def stage_log_from_env() -> StageHook | None:
+    """If $TELNYX_ARCHIVER_STAGE_LOG names a file, append each stage name to it (chaos tests).
+
+    One unbuffered O_APPEND write per stage, so a SIGKILL never loses a stage already passed.
+    """
+    path = os.environ.get(STAGE_LOG_ENV)
+    if not path:
+        return None
+
+    def hook(stage: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{stage}\n".encode())
+        finally:
+            os.close(fd)
+
+    return hook
 
 
 def new_run_id(now: datetime) -> str:
@@ -166,7 +187,7 @@ async def archive(
         storage=storage,
         options=options,
         progress=progress,
-        on_stage=on_stage or (lambda stage: None),
+        on_stage=on_stage or stage_log_from_env() or (lambda stage: None),
         report=RunReport(
             run_id=options.run_id or new_run_id(started),
             window=window,
