@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -509,3 +509,29 @@ def test_schedule_runs_the_job_and_exits_0_on_sigterm(sandbox: ThreadedSandbox, 
     assert "scheduler stopped" in messages
     summary = next(r for r in records if r["message"].startswith("run finished"))
     assert summary["recordings_archived"] == before - len(sandbox.state.recordings) > 0
+
+
+def test_backfill_checkpoints_its_slices_and_a_rerun_skips_them(
+    sandbox: ThreadedSandbox, dest: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    config = tmp_path / "archiver.toml"
+    config.write_text(f"[archive]\nstate_dir = '{state}'\n")
+    today = datetime.now(UTC).date()
+    window = ["--since", str(today - timedelta(days=10))]
+    window += ["--until", str(today - timedelta(days=1))]
+    args = ["--config", str(config), "--log-format", "json", "backfill", *window]
+    args += ["--destination", str(dest)]
+
+    def summary(result: Result) -> dict[str, Any]:
+        assert result.exit_code == 0, result.stderr
+        records = [json.loads(line) for line in result.stderr.splitlines()]
+        return next(r for r in records if r["message"] == "run finished")
+
+    before = len(sandbox.state.recordings)
+    first = summary(invoke(args, sandbox_env(sandbox)))
+    assert first["recordings_archived"] == before > 0
+    assert list(state.glob("backfill-*.json"))
+    second = summary(invoke(args, sandbox_env(sandbox)))
+    assert first["api_calls_by_endpoint"]["GET /recordings 200"] >= 1
+    assert second["api_calls_by_endpoint"] == {}  # every slice was done: not even listed again
