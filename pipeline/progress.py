@@ -58,8 +58,9 @@ class LogProgress(Counts):
         self._last = 0.0
 
     def slices_planned(self, total: int) -> None:
+        # The run plans slices as it lists them, so this is called again as the total grows.
         self.slices_total = total
-        self.logger.info("planned %d slices", total, extra={"slices_total": total})
+        self.logger.debug("planned %d slices", total, extra={"slices_total": total})
 
     def slice_done(self) -> None:
         self.slices_done += 1
