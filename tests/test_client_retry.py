@@ -138,31 +138,29 @@ async def test_a_hint_longer_than_backoff_max_is_capped(
 async def test_a_429_with_a_hint_pauses_every_other_caller_too(
     telnyx_stub: TelnyxStub, make_client: Any
 ) -> None:
-    limited = asyncio.Event()
-    arrivals: dict[str, float] = {}
-    loop = asyncio.get_running_loop()
+    arrived: set[str] = set()
 
     async def first_limited(request: web.Request, p: dict[str, str]) -> web.Response:
-        if not limited.is_set():
-            limited.set()
-            return error(429, "Too many requests", headers={"retry-after-ms": "300"})
+        if not telnyx_stub.seen("GET", "/recordings/r1")[1:]:
+            return error(429, "Too many requests", headers={"retry-after-ms": "1000"})
         return web.json_response({"data": recording_json(1)})
 
     async def note_arrival(request: web.Request, p: dict[str, str]) -> web.Response:
-        arrivals[p["id"]] = loop.time()
+        arrived.add(p["id"])
         return web.json_response({"data": {"id": p["id"]}})
 
     telnyx_stub.on("GET", "/recordings/{id}", first_limited)
     telnyx_stub.on("GET", "/recording_transcriptions/{id}", note_arrival)
     client = make_client()
     first = asyncio.create_task(client.get_recording("r1"))
-    await limited.wait()
-    await asyncio.sleep(0.01)  # let the client read the 429
-    asked_at = loop.time()
-    await client.get_transcription("t1")
-    await first
-    # The other call could not reach the server before the shared pause ran out.
-    assert arrivals["t1"] >= asked_at + 0.2
+    # Poll: the client has read the 429 once its stats count it (stats have no event to await).
+    while not client.stats.calls["GET /recordings/{id} 429"]:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    other = asyncio.create_task(client.get_transcription("t1"))
+    await asyncio.sleep(0.1)
+    assert arrived == set()  # held back by the shared pause, not by its own failure
+    await asyncio.gather(first, other)
+    assert arrived == {"t1"}
 
 
 @pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 504])
