@@ -188,8 +188,10 @@ class SandboxState:
         if not hmac.compare_digest(sig, self._signature(name, date, expires)):
             return "signature", 0.0
         issued = datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-        expiry = issued + float(expires)
-        return ("expired" if self.now() > expiry else "ok"), expiry
+        # X-Amz-Date has whole seconds: counting from the end of that second gives every link at
+        # least link_ttl seconds (and less than link_ttl + 1), even a 1-second one.
+        expiry = issued + 1 + float(expires)
+        return ("expired" if self.now() >= expiry else "ok"), expiry
 
     # -- recordings ---------------------------------------------------------------------------
     def list_recordings(
