@@ -220,7 +220,7 @@ async def test_a_timeout_is_retried_and_then_raises_api_timeout_error(
     telnyx_stub: TelnyxStub, make_client: Any
 ) -> None:
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(2)
+        await asyncio.sleep(0.6)  # past the client's 0.2 s timeout
         return web.json_response({"data": recording_json(1)})
 
     telnyx_stub.on("GET", "/recordings/{id}", flaky([slow] * 10))
