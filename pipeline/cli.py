@@ -658,7 +658,9 @@ def demo(recordings: int, directory: str, audio_format: str, seed: int) -> None:
         click.echo("try:")
         click.echo(f'  duckdb -c "{query}"')
         click.echo(f'  python -c "import duckdb; duckdb.sql(\\"{query}\\").show()"')
-        click.echo(f"  ARCHIVE_ROOT={shown} jupyter notebook notebooks/archive_analysis.ipynb")
+        click.echo(
+            f"  the repository's notebooks/archive_analysis.ipynb, with ARCHIVE_ROOT={shown}"
+        )
     raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -27,6 +28,18 @@ from pipeline.sandbox import SandboxConfig, SandboxServer
 
 KEY = "sandbox-key-0123456789"
 WRONG_KEY = "KEYwrong-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI installs its log handler on the root logger; take it off after each test."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if getattr(handler, "_telnyx_archiver", False):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def invoke(args: list[str], env: dict[str, str | None] | None = None) -> Result:
