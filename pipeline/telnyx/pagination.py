@@ -222,8 +222,10 @@ async def _by_number(
     try:
         for item in seen.take(first)[0]:
             yield item
+        warned = False
         async for page in rest:
-            if page.total_pages is not None and page.total_pages != total:
+            if not warned and page.total_pages is not None and page.total_pages != total:
+                warned = True
                 log.warning(
                     "listing %s: total_pages changed from %d to %d while listing; "
                     "list a closed time slice",
