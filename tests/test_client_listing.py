@@ -348,3 +348,17 @@ async def test_a_listing_logs_nothing_at_warning_when_all_is_well(
     await collect(client.list_recordings(page_size=5))
     await collect(client.list_transcriptions(page_size=5))
     assert [r for r in caplog.records if r.name.startswith("pipeline")] == []
+
+
+async def test_a_total_that_moves_while_listing_is_warned_about_once(
+    telnyx_stub: TelnyxStub, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def growing(request: web.Request, p: dict[str, str]) -> web.Response:
+        n = int(request.query["page[number]"])
+        meta = {"page_number": n, "page_size": 1, "total_pages": 3 if n == 1 else 5}
+        return web.json_response({"data": [recording_json(n)], "meta": meta})
+
+    telnyx_stub.on("GET", "/recordings", growing)
+    got = await collect(make_client().list_recordings(page_size=1))
+    assert len(got) == 3  # the pages page 1 announced; list a closed slice to avoid this
+    assert caplog.text.count("total_pages changed from 3 to 5") == 1
