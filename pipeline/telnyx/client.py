@@ -248,11 +248,10 @@ class TelnyxClient:
         self.timeout = timeout
         self.page_concurrency = page_concurrency
         self.backoff_max = backoff_max
-        # AsyncLimiter cannot hold less than one token: below 1 rps, stretch the period instead.
-        if requests_per_second >= 1:
-            self._limiter = AsyncLimiter(requests_per_second, 1.0)
-        else:
-            self._limiter = AsyncLimiter(1, 1.0 / requests_per_second)
+        # A bucket of a tenth of a second's worth of tokens (at least one): a full second's
+        # burst would trip a server-side token bucket with a smaller burst straight into 429s.
+        burst = max(1, int(requests_per_second / 10))
+        self._limiter = AsyncLimiter(burst, burst / requests_per_second)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._gate = PauseGate()
         self._backoff = Backoff(backoff_base, backoff_max)
