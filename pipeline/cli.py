@@ -529,10 +529,10 @@ def schedule(run_now: bool, **flags: Any) -> None:
     scheduler = NightlyScheduler(
         job, cron=s.cron, timezone=s.timezone, misfire_grace_time=s.misfire_grace_time
     )
-    asyncio.run(_preflight_then(settings, scheduler.serve(run_now=run_now)))
+    asyncio.run(_preflight_then(settings, lambda: scheduler.serve(run_now=run_now)))
 
 
-async def _preflight_then(settings: Settings, coro: Any) -> Any:
+async def _preflight_then(settings: Settings, then: Callable[[], Any]) -> Any:
     """Fail at start-up (exit 3), not at 2 a.m., when the default destination is unusable."""
     url = settings.storage.default_destination
     if url:
@@ -542,7 +542,7 @@ async def _preflight_then(settings: Settings, coro: Any) -> Any:
         finally:
             await backend.close()
         log.info("destination %s is writable", url)
-    return await coro
+    return await then()
 
 
 async def _backend(url: str, settings: Settings) -> Any:
