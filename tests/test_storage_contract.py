@@ -3,6 +3,7 @@ gcp-storage-emulator (gcs), Azurite (azure) and a temporary folder (local)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from collections.abc import AsyncIterator, Mapping
@@ -308,3 +309,34 @@ async def test_repr_and_errors_show_no_secret(emulators: Emulators, kind: str) -
     for secret in ("testing", emulators.azure.account_key if kind == "azure" else "testing"):
         assert secret not in shown
         assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_no_more_writes_run_at_once_than_max_concurrency(
+    emulators: Emulators, kind: str
+) -> None:
+    backend = emulators.backend(kind, max_concurrency=2)
+    started = 0
+    release = asyncio.Event()
+
+    async def gated() -> AsyncIterator[bytes]:
+        nonlocal started
+        started += 1
+        await release.wait()
+        yield b"x"
+
+    writes = [
+        asyncio.create_task(backend.write_stream(f"k{i}", gated(), content_type="a/b"))
+        for i in range(4)
+    ]
+    for _ in range(500):
+        if started >= 2:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(20):  # give a third write every chance to start
+        await asyncio.sleep(0.01)
+    assert started == 2
+    release.set()
+    await asyncio.gather(*writes)
+    assert started == 4
+    assert sorted(s.key for s in await backend.list("")) == ["k0", "k1", "k2", "k3"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.storage.base import CRC32C, MD5, PreflightError
+from pipeline.storage.base import CRC32C, MD5, PreflightError, StorageError
 from pipeline.storage.gcs import GCSBackend, _Window, emulator_endpoint
 from pipeline.storage.select import backend_for_url
 from pipeline.storage.settings import MiB, StorageSettings
@@ -72,3 +72,15 @@ def test_the_window_replays_bytes_the_server_did_not_persist() -> None:
     assert window.tell() == 6
     with pytest.raises(OSError):
         window.seek(1)
+
+
+@pytest.mark.parametrize("size", [1000, 11 * MiB], ids=["small", "resumable"])
+async def test_an_upload_whose_server_md5_differs_is_removed(
+    emulators: Emulators, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    backend = emulators.backend("gcs")
+    monkeypatch.setattr("pipeline.storage.gcs.hex_of_b64", lambda value: "00" * 16)
+    with pytest.raises(StorageError, match="checksum differs from the bytes sent"):
+        await backend.write_stream("bad.wav", aiter(Producer(size)), content_type="audio/wav")
+    monkeypatch.undo()
+    assert await backend.stat("bad.wav") is None

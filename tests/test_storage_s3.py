@@ -203,3 +203,14 @@ async def test_an_unreachable_endpoint_is_a_transient_one_line_error() -> None:
     await backend.close()
     assert str(caught.value) == "s3 bucket 'some-bucket': cannot connect to the endpoint"
     assert caught.value.transient
+
+
+async def test_a_multipart_upload_whose_server_sha256_differs_is_removed(
+    emulators: Emulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = emulators.backend("s3")
+    monkeypatch.setattr("pipeline.storage.s3.hex_of_b64", lambda value: "00" * 32)
+    with pytest.raises(StorageError, match="checksum differs from the bytes sent"):
+        await backend.write_stream("bad.wav", aiter(Producer(11 * MiB)), content_type="audio/wav")
+    monkeypatch.undo()
+    assert await backend.stat("bad.wav") is None

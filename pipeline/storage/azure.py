@@ -27,13 +27,14 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobType, ContentSettings
 from azure.storage.blob.aio import ContainerClient, ExponentialRetry
 
-from pipeline.storage._common import READ_CHUNK, BaseBackend, ChunkSource
+from pipeline.storage._common import READ_CHUNK, BaseBackend, ChunkSource, log
 from pipeline.storage.base import MD5, META_SHA256, ObjectStat, StorageError, StoredObject
 from pipeline.storage.settings import StorageSettings
 from pipeline.telnyx.models import Secret
 
 ENDPOINT_ENV = "AZURE_STORAGE_BLOB_ENDPOINT"
 MAX_BLOCK = 4000 * 1024 * 1024
+SINGLE_PUT = 64 * 1024 * 1024  # up to this, upload_blob sends one Put Blob
 
 _PROBLEMS = {
     "ContainerNotFound": "container does not exist",
@@ -101,6 +102,7 @@ class AzureBackend(BaseBackend):
                 retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
                 max_single_get_size=READ_CHUNK * 4,
                 max_chunk_get_size=READ_CHUNK * 4,
+                max_single_put_size=SINGLE_PUT,
             )
         return self._container_obj
 
@@ -142,23 +144,15 @@ class AzureBackend(BaseBackend):
     async def write_small(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
         full = self.full_key(key)
         data = bytes(data)
+        sha, md5 = await asyncio.to_thread(_digests, data)
         async with self._sem:
-            return await self._put(
-                key, full, data, content_type, hashlib.sha256(data).hexdigest(), None
-            )
+            return await self._put(key, full, data, content_type, sha, md5)
 
     async def _put(
-        self,
-        key: str,
-        full: str,
-        data: bytes,
-        content_type: str,
-        sha: str,
-        md5: bytes | None,
+        self, key: str, full: str, data: bytes, content_type: str, sha: str, md5: bytes
     ) -> StoredObject:
-        md5 = md5 or hashlib.md5(data, usedforsecurity=False).digest()
         blob = self._container().get_blob_client(full)
-        await self._io(
+        resp = await self._io(
             blob.upload_blob(
                 data,
                 blob_type=BlobType.BLOCKBLOB,
@@ -171,7 +165,18 @@ class AzureBackend(BaseBackend):
                 max_concurrency=1,
             )
         )
+        # One Put Blob: Azure answers with the MD5 it computed over what it stored.
+        echoed = resp.get("content_md5") if len(data) <= SINGLE_PUT else None
+        if echoed and bytes(echoed) != md5:
+            await self._discard(blob)
+            raise self.error("the stored object's checksum differs from the bytes sent")
         return self.stored(key, len(data), sha, {MD5: md5.hex(), META_SHA256: sha})
+
+    async def _discard(self, blob: Any) -> None:
+        try:
+            await self._io(blob.delete_blob())
+        except StorageError as exc:
+            log.warning("%s: could not remove a corrupt upload: %s", self.label, exc)
 
     async def write_stream(
         self,
@@ -299,3 +304,7 @@ def _not_found(exc: HttpResponseError) -> bool:
     """The blob is absent (HEAD answers a bare 404; a missing container says so)."""
     code = getattr(exc, "error_code", None)
     return getattr(exc, "status_code", None) == 404 and code in (None, "BlobNotFound")
+
+
+def _digests(data: bytes) -> tuple[str, bytes]:
+    return hashlib.sha256(data).hexdigest(), hashlib.md5(data, usedforsecurity=False).digest()

@@ -11,6 +11,7 @@ The sha256 metadata is unknown when a resumable upload starts, so it is patched 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import threading
@@ -209,28 +210,33 @@ class GCSBackend(ThreadedBackend):
 
     async def write_small(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
         full = self.full_key(key)
-
-        async def one() -> AsyncIterator[bytes]:
-            yield bytes(data)
-
-        src = ChunkSource(one(), label=self.label, expected_size=len(data), md5=True)
-        await src.fill(len(data) + 1)
+        data = bytes(data)
+        sha, md5 = await self.run(_digests, data)
         async with self._sem:
-            return await self._put(key, full, src, content_type)
+            return await self._put(key, full, data, content_type, sha, md5)
 
-    async def _put(self, key: str, full: str, src: ChunkSource, content_type: str) -> StoredObject:
-        data = await src.read(src.buffered)
-        blob = await self._io(
-            self._upload_small, full, data, content_type, src.sha256, src.md5, writing=True
-        )
-        return self._result(
-            key, src, blob.md5_hash, blob.crc32c, (blob.metadata or {}).get("sha256")
-        )
+    async def _put(
+        self, key: str, full: str, data: bytes, content_type: str, sha: str, md5: bytes
+    ) -> StoredObject:
+        blob = await self._io(self._upload_small, full, data, content_type, sha, md5, writing=True)
+        meta = (blob.metadata or {}).get("sha256")
+        try:
+            return self._result(key, len(data), sha, md5, blob.md5_hash, blob.crc32c, meta)
+        except StorageError:
+            await self._discard(full, blob.generation)
+            raise
 
     def _result(
-        self, key: str, src: ChunkSource, md5_b64: str | None, crc32c: str | None, meta: str | None
+        self,
+        key: str,
+        size: int,
+        sha: str,
+        md5: bytes,
+        md5_b64: str | None,
+        crc32c: str | None,
+        meta: str | None,
     ) -> StoredObject:
-        ours = src.md5.hex()
+        ours = md5.hex()
         if md5_b64 is not None and hex_of_b64(md5_b64) != ours:
             raise self.error("the stored object's checksum differs from the bytes sent")
         checksums = {MD5: ours}
@@ -238,7 +244,7 @@ class GCSBackend(ThreadedBackend):
             checksums[CRC32C] = crc32c
         if meta:
             checksums[META_SHA256] = meta
-        return self.stored(key, src.size, src.sha256, checksums)
+        return self.stored(key, size, sha, checksums)
 
     async def write_stream(
         self,
@@ -253,7 +259,8 @@ class GCSBackend(ThreadedBackend):
         async with self._sem:
             await src.fill(self._threshold + 1)
             if src.eof:
-                return await self._put(key, full, src, content_type)
+                data = await src.read(src.buffered)
+                return await self._put(key, full, data, content_type, src.sha256, src.md5)
             return await self._resumable(key, full, src, content_type)
 
     async def _resumable(
@@ -276,23 +283,49 @@ class GCSBackend(ThreadedBackend):
         response = None
         try:
             while not upload.finished:
-                while not src.eof and window.available() < self._chunk_size:
+                while not src.done and window.available() < self._chunk_size:
                     window.feed(await src.read(self._chunk_size - window.available()))
                 response = await self._io(upload.transmit_next_chunk, clients.session, writing=True)
                 window.drop_before(upload.bytes_uploaded)
         except BaseException:
-            if not upload.finished:
+            if upload.finished:  # committed, then failed its checksum check
+                await self._discard(full, None)
+            else:
                 await self._cancel(clients.session, upload.resumable_url)
             raise
         resource = response.json() if response is not None else {}
         generation = resource.get("generation")
-        stored = self._result(key, src, resource.get("md5Hash"), resource.get("crc32c"), None)
+        try:
+            stored = self._result(
+                key,
+                src.size,
+                src.sha256,
+                src.md5,
+                resource.get("md5Hash"),
+                resource.get("crc32c"),
+                None,
+            )
+        except StorageError:
+            await self._discard(full, generation)
+            raise
         meta = await self._patch_sha256(full, generation, src.sha256)
         if meta:
             stored = self.stored(
                 key, stored.size, stored.sha256, {**stored.checksums, META_SHA256: meta}
             )
         return stored
+
+    async def _discard(self, full: str, generation: Any) -> None:
+        """Remove an object this write committed but found corrupt (only that generation)."""
+
+        def remove() -> None:
+            match = int(generation) if generation else None
+            self._clients().bucket.delete_blob(full, if_generation_match=match)
+
+        try:
+            await self._io(remove)
+        except StorageError as exc:
+            log.warning("%s: could not remove a corrupt upload: %s", self.label, exc)
 
     async def _cancel(self, session: AuthorizedSession, url: str | None) -> None:
         if url is None:
@@ -396,3 +429,7 @@ class GCSBackend(ThreadedBackend):
         if clients is not None:
             clients.session.close()
             clients.client.close()
+
+
+def _digests(data: bytes) -> tuple[str, bytes]:
+    return hashlib.sha256(data).hexdigest(), hashlib.md5(data, usedforsecurity=False).digest()

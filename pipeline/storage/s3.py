@@ -199,7 +199,8 @@ class S3Backend(ThreadedBackend):
         )
         echoed = resp.get("ChecksumSHA256")
         if echoed and echoed != b64:
-            raise self.error("the store reported another checksum than was sent")
+            await self._discard(full)
+            raise self.error("the stored object's checksum differs from the bytes sent")
         return self.stored(key, len(data), sha, {SHA256: sha, META_SHA256: sha})
 
     async def write_stream(
@@ -309,7 +310,15 @@ class S3Backend(ThreadedBackend):
             return {SHA256: sha, META_SHA256: sha}
         if value == composite:
             return {SHA256_COMPOSITE: composite, META_SHA256: sha}
+        await self._discard(full)
         raise self.error("the stored object's checksum differs from the bytes sent")
+
+    async def _discard(self, full: str) -> None:
+        """Remove an object this write stored but found corrupt."""
+        try:
+            await self._call("delete_object", Bucket=self.bucket, Key=full)
+        except StorageError as exc:
+            log.warning("%s: could not remove a corrupt upload: %s", self.label, exc)
 
     # -- reads --------------------------------------------------------------------------------
 
