@@ -36,6 +36,7 @@ class ArchiveOptions:
         hours=24
     )  # in-progress longer than this: archive without text
     commit_every: int = 500  # verified recordings per metadata commit (then their delete starts)
+    commit_interval: float = 5.0  # ...or fewer, once the oldest has waited this many seconds
     rows_per_file: int = 50_000
     state_dir: str | None = None  # where backfill checkpoints live; None: no checkpoints
     run_id: str | None = None  # None: generated

@@ -344,6 +344,11 @@ class _Run:
         ):
             if t.recording_id and t.id:
                 found[t.recording_id].append(t)
+            else:  # cannot be archived nor deleted by id: say so, leave it in Telnyx
+                missing = "recording_id" if t.id else "id"
+                self.report.errors.append(
+                    f"transcription {str(t.id)[:60]!r}: no {missing}; left in Telnyx"
+                )
         return found
 
     async def find_orphans(
@@ -564,10 +569,17 @@ class _Committer:
         self._run = run
         self._outcome = outcome
         self._batch: list[Verified] = []
+        self._oldest = 0.0
 
     async def add(self, item: Verified) -> None:
+        if not self._batch:
+            self._oldest = time.monotonic()
         self._batch.append(item)
-        if len(self._batch) >= self._run.options.commit_every:
+        options = self._run.options
+        if (
+            len(self._batch) >= options.commit_every
+            or time.monotonic() - self._oldest >= options.commit_interval
+        ):
             await self.flush()
 
     async def flush(self) -> None:
