@@ -342,13 +342,16 @@ class _Run:
             page_size=self.options.page_size,
             on_malformed=malformed,
         ):
-            if t.recording_id and t.id:
-                found[t.recording_id].append(t)
-            else:  # cannot be archived nor deleted by id: say so, leave it in Telnyx
-                missing = "recording_id" if t.id else "id"
+            try:
+                # Its ids go into URLs ("..", "." survive quoting): a 404 there is no delete.
+                safe_id(t.id, "transcription id")
+                safe_id(t.recording_id, "its recording_id")
+            except UnsafeIdError as exc:  # say so and leave it in Telnyx
                 self.report.errors.append(
-                    f"transcription {str(t.id)[:60]!r}: no {missing}; left in Telnyx"
+                    f"transcription {str(t.id)[:60]!r}: {exc}; left in Telnyx"
                 )
+                continue
+            found[t.recording_id].append(t)
         return found
 
     async def find_orphans(
