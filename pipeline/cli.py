@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -657,7 +658,8 @@ def demo(recordings: int, directory: str, audio_format: str, seed: int) -> None:
         click.echo(f"archive written to {root}")
         click.echo("try:")
         click.echo(f'  duckdb -c "{query}"')
-        click.echo(f'  python -c "import duckdb; duckdb.sql(\\"{query}\\").show()"')
+        python = os.path.relpath(sys.executable) if sys.executable else "python"
+        click.echo(f'  {python} -c "import duckdb; duckdb.sql(\\"{query}\\").show()"')
         click.echo(
             f"  the repository's notebooks/archive_analysis.ipynb, with ARCHIVE_ROOT={shown}"
         )
@@ -680,7 +682,11 @@ async def run_demo(
     shutdown = shutdown or Shutdown()
     target = await asyncio.to_thread(_prepare_dir, Path(directory))
     storage = dataclasses.replace(settings.storage, default_destination=target.as_uri())
-    settings = dataclasses.replace(settings, storage=storage)
+    # The in-process sandbox has no rate limit; the 20/s default is for the real API.
+    telnyx = dataclasses.replace(
+        settings.telnyx, requests_per_second=max(settings.telnyx.requests_per_second, 200.0)
+    )
+    settings = dataclasses.replace(settings, storage=storage, telnyx=telnyx)
     config = SandboxConfig(recordings=recordings, seed=seed)
     now = datetime.now(UTC)
     window = Window(since=settings.archive.earliest, until=now - timedelta(hours=24))
