@@ -141,6 +141,11 @@ class Router:
             self._report.errors.append(message)
             log.error(message)
             return RoutingError(message)
+        except Exception as exc:  # an SDK's own error while reading a credential: name it only
+            message = f"connection {connection_id}: destination unusable: {type(exc).__name__}"
+            self._report.errors.append(message)
+            log.error(message)
+            return RoutingError(message)
 
     async def close(self) -> None:
         for backend in self._by_place.values():
@@ -394,7 +399,13 @@ class _Run:
                 else:
                     fresh = FreshRecording(rec, time.monotonic())
                     audio = [
-                        await store_audio(self.client, backend, fresh, f)
+                        await store_audio(
+                            self.client,
+                            backend,
+                            fresh,
+                            f,
+                            may_exist=await self.ledger.audio_may_exist(backend, audio_key(rec, f)),
+                        )
                         for f in self.options.formats
                     ]
             except (AudioError, StorageError, UnsafeIdError) as exc:
@@ -433,7 +444,7 @@ class _Run:
                 backend, day = items[0].backend, items[0].day
                 try:
                     rows_in = await self.write_rows(backend, day, items)
-                except (StorageError, OSError) as exc:
+                except Exception as exc:  # whatever failed, nothing of this batch may be deleted
                     for item in items:
                         self.fail(
                             outcome, f"recording {item.recording.id}: metadata not written: {exc}"
