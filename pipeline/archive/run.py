@@ -547,7 +547,7 @@ class _Run:
                         )
                         self.ledger.add_transcriptions(backend, day, [t.id for t in fresh])
                         self.report.transcriptions_archived += len(fresh)
-                except (StorageError, OSError) as exc:
+                except Exception as exc:  # nothing of this batch may be deleted
                     self.report.errors.append(f"orphan transcriptions of {day}: not written: {exc}")
                     continue
                 self.report.transcriptions_orphaned += len(ts)
