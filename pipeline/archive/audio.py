@@ -80,9 +80,18 @@ async def _hashing(
 
 
 async def store_audio(
-    client, backend: Backend, fresh: FreshRecording, fmt: str, *, attempts: int = 5
+    client,
+    backend: Backend,
+    fresh: FreshRecording,
+    fmt: str,
+    *,
+    attempts: int = 5,
+    may_exist: bool = True,
 ) -> StoredAudio:
-    """Archive one format of one recording, verified. Raises AudioError."""
+    """Archive one format of one recording, verified. Raises AudioError.
+
+    may_exist=False: the object was known absent when the run began, so the first attempt
+    uploads without looking for an earlier copy; a retry always looks."""
     key = audio_key(fresh.recording, fmt)
     retrying = AsyncRetrying(
         stop=stop_after_attempt(attempts),
@@ -103,7 +112,8 @@ async def store_audio(
     try:
         async for attempt in retrying:
             with attempt:
-                return await _store_once(client, backend, fresh, fmt, key)
+                look = may_exist or attempt.retry_state.attempt_number > 1
+                return await _store_once(client, backend, fresh, fmt, key, look)
     except NotFoundError as exc:
         raise AudioError(f"recording {fresh.recording.id}: {fmt} audio is gone ({exc})") from None
     except (_LinkExpired, _Truncated) as exc:
@@ -121,7 +131,7 @@ async def _refresh(client, fresh: FreshRecording) -> None:
 
 
 async def _store_once(
-    client, backend: Backend, fresh: FreshRecording, fmt: str, key: str
+    client, backend: Backend, fresh: FreshRecording, fmt: str, key: str, look: bool = True
 ) -> StoredAudio:
     if time.monotonic() - fresh.issued_at > LINK_REFRESH_AFTER:
         await _refresh(client, fresh)
@@ -131,7 +141,7 @@ async def _store_once(
         url = fresh.recording.download_urls.for_format(fmt)
         if not url:
             raise NotFoundError(404, detail=f"no {fmt} download url")
-    existing = await backend.stat(key)
+    existing = await backend.stat(key) if look else None
     digest = hashlib.sha256()
     counter = [0]
     try:

@@ -30,6 +30,8 @@ class Ledger:
         self._recordings: dict[tuple[str, date], dict[str, RowAudio]] = {}
         self._transcriptions: dict[tuple[str, date], set[str]] = {}
         self._locks: dict[tuple[str, str, date], asyncio.Lock] = {}
+        self._audio: dict[tuple[str, str], set[str]] = {}
+        self._audio_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def recording(self, backend: Backend, day: date, recording_id: str) -> RowAudio | None:
         rows = await self._load_recordings(backend, day)
@@ -38,6 +40,15 @@ class Ledger:
     async def has_transcription(self, backend: Backend, day: date, transcription_id: str) -> bool:
         ids = await self._load_transcriptions(backend, day)
         return transcription_id in ids
+
+    async def audio_may_exist(self, backend: Backend, key: str) -> bool:
+        """False if the key's folder, listed once per run, did not hold it: then a first upload
+        needs no HEAD of its own (one LIST per folder instead of one HEAD per object)."""
+        where = (backend.root_uri(), key.rpartition("/")[0] + "/")
+        async with self._audio_locks.setdefault(where, asyncio.Lock()):
+            if where not in self._audio:
+                self._audio[where] = {obj.key for obj in await backend.list(where[1])}
+        return key in self._audio[where]
 
     def add_recordings(self, backend: Backend, day: date, rows: list[dict]) -> None:
         known = self._recordings.setdefault((backend.root_uri(), day), {})
