@@ -573,7 +573,7 @@ class _Run:
                     manifest_key(self.report.run_id), body, content_type="application/json"
                 )
             except (StorageError, OSError) as exc:
-                self.report.errors.append(f"{backend.uri('')}: run manifest not written: {exc}")
+                self.report.errors.append(f"{backend.root_uri()}: run manifest not written: {exc}")
 
 
 class _Committer:
