@@ -3,7 +3,8 @@
     .venv/bin/python bench/archive_worker.py '<json spec>'
 
 The spec: base_url, api_key, destination (URL), client (TelnyxClient keyword arguments),
-options (ArchiveOptions fields; timedelta fields in seconds), storage (StorageSettings fields).
+options (ArchiveOptions fields; timedelta fields in seconds), storage (StorageSettings fields),
+without_modules (names made unimportable, e.g. ["pandas"]).
 Prints one JSON line: wall seconds and CPU seconds of archive() alone, the run report's counts,
 the client's call counts, when each stage was first and last reached, and this process's peak
 RSS (VmHWM, the kernel's own high-water mark).
@@ -21,6 +22,23 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class _Without:
+    """Makes modules unimportable, e.g. pandas: the dev venv has it and pyarrow imports it on
+    its first array, but the installed archiver (its runtime dependencies) does not have it."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+SPEC: dict[str, Any] = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+if SPEC.get("without_modules"):
+    sys.meta_path.insert(0, _Without(SPEC["without_modules"]))
 
 import pyarrow as pa  # noqa: E402
 
@@ -76,6 +94,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_bytes": peak_rss_bytes(),
         "cpu_s": cpu,  # user + system, every thread, during archive()
         "peak_rss_before_run_bytes": rss_before,
+        "pandas_loaded": "pandas" in sys.modules,
         "ok": report.ok,
         "errors": report.errors[:5],
         "slices": report.slices_total,
@@ -93,8 +112,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = json.loads(sys.argv[1])
-    print(json.dumps(asyncio.run(run(spec))), flush=True)
+    print(json.dumps(asyncio.run(run(SPEC))), flush=True)
 
 
 if __name__ == "__main__":

@@ -73,14 +73,24 @@ def main() -> int:
         run, full, quick = SCENARIOS[name]
         t0 = time.perf_counter()
         print(f"-- {name} ({args.runs} runs) ...", file=sys.stderr, flush=True)
+        load = procs.load_average()
         out = run(runs=args.runs, **(quick if args.quick else full))
         figures += out["figures"]
-        details[name] = {"seconds": round(time.perf_counter() - t0, 1), "runs": out["runs"]}
+        details[name] = {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "load_average_1m": [load, procs.load_average()],
+            "runs": out["runs"],
+        }
         print(f"   {name}: {details[name]['seconds']} s", file=sys.stderr, flush=True)
     total = time.perf_counter() - started
     printed = table(figures)
     print(printed)
+    loads = "; ".join(
+        f"{name} {d['load_average_1m'][0]:.1f} -> {d['load_average_1m'][1]:.1f}"
+        for name, d in details.items()
+    )
     print(f"\ntotal {total:.0f} s; medians of {args.runs} runs; {os.cpu_count()} CPUs")
+    print(f"machine load (1-min average) at start -> end: {loads}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

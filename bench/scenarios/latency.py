@@ -46,11 +46,16 @@ def spec(base_url: str, destination: str) -> dict[str, Any]:
     }
 
 
-def archiver_run(recordings: int, destination: str, env: dict[str, str] | None) -> dict[str, Any]:
+def archiver_run(
+    recordings: int, destination: str, env: dict[str, str] | None, s3: procs.Moto | None = None
+) -> dict[str, Any]:
     with procs.sandbox(**sandbox_settings(recordings)) as sb:
         load = procs.load_average()
+        cpu = (sb.cpu_s(), s3.cpu_s() if s3 else 0.0)
         result = procs.run_archiver(spec(sb.base_url, destination), env)
         left = len(sb.state()["recordings"]["remaining"])
+        result["sandbox_cpu_s"] = sb.cpu_s() - cpu[0]
+        result["moto_cpu_s"] = s3.cpu_s() - cpu[1] if s3 else 0.0
     if result["recordings_archived"] != recordings or left:
         raise RuntimeError(f"{SCENARIO}: incomplete archiver run: {result}")
     return {
@@ -96,11 +101,13 @@ def baseline_run(s3: procs.Moto, recordings: int, index: int) -> dict[str, Any]:
     }
 
 
-def run(runs: int = 3, recordings: int = 2000, baseline_recordings: int = 100) -> dict[str, Any]:
+def run(runs: int = 3, recordings: int = 1500, baseline_recordings: int = 100) -> dict[str, Any]:
     s3_runs, local_runs, base_runs = [], [], []
     with procs.moto(BUCKET) as s3:
         for i in range(runs):
-            s3_runs.append(archiver_run(recordings, f"s3://{BUCKET}/run-{i}", procs.s3_env(s3.url)))
+            s3_runs.append(
+                archiver_run(recordings, f"s3://{BUCKET}/run-{i}", procs.s3_env(s3.url), s3)
+            )
             base_runs.append(baseline_run(s3, baseline_recordings, i))
     for _ in range(runs):
         folder = Path(tempfile.mkdtemp(prefix="bench-latency-"))
@@ -136,6 +143,22 @@ def run(runs: int = 3, recordings: int = 2000, baseline_recordings: int = 100) -
             "archiver -> local folder: recordings/s",
             col(local_runs, "recordings_per_s"),
             "/s",
+        ),
+        figure(
+            SCENARIO,
+            "archiver -> moto S3: moto_server CPU / wall (1 = one core busy)",
+            [r["moto_cpu_s"] / r["wall_s"] for r in s3_runs],
+            "",
+        ),
+        figure(
+            SCENARIO,
+            "archiver -> moto S3: CPU s per recording, archiver + moto + sandbox",
+            [
+                1000 * (r["cpu_s"] + r["moto_cpu_s"] + r["sandbox_cpu_s"]) / r["recordings"]
+                for r in s3_runs
+            ],
+            "ms",
+            digits=1,
         ),
         figure(
             SCENARIO,

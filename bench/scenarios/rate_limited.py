@@ -52,7 +52,7 @@ def spec(base_url: str, destination: str, recordings: int) -> dict[str, Any]:
             "slice_max_results": max(recordings, 5000),  # one slice
             "page_size": PAGE,
             "delete_chunk_size": CHUNK,
-            "commit_every": 250,  # deletes start after the first 250 are durable
+            "commit_every": 100,  # deletes start once the first 100 are durable
         },
     }
 
