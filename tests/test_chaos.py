@@ -1,7 +1,7 @@
 """Chaos: the real `telnyx-archiver run`, SIGKILLed at random moments under the fault mix.
 
 A bounded form of bench/chaos.py (see that file for the loop): CHAOS_KILLS kills in total
-(default 30), each at a seeded moment drawn over the run's progress, each followed by an
+(default 15), each at a seeded moment drawn over the run's progress, each followed by an
 invariant check; every iteration ends with a run that exits 0, then a full check and an audit
 of every destination (the last iteration also with `telnyx-archiver verify`). The long mode is
 `.venv/bin/python bench/chaos.py --kills 200`.
@@ -17,7 +17,7 @@ import pytest
 
 from bench.chaos import STAGES, ChaosSettings, run_chaos
 
-KILLS = int(os.environ.get("CHAOS_KILLS", "30"))
+KILLS = int(os.environ.get("CHAOS_KILLS", "15"))
 
 
 @pytest.mark.timeout(900)
