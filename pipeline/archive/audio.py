@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import aiohttp
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
 
 from pipeline.archive.keys import audio_key
 from pipeline.archive.verify import Digest, VerificationError, matches, verify_stored
-from pipeline.storage.base import Backend, StorageError
+from pipeline.storage.base import Backend, IncompleteStreamError, StorageError
 from pipeline.telnyx.errors import (
     APIConnectionError,
     InternalServerError,
@@ -96,17 +96,7 @@ async def store_audio(
     retrying = AsyncRetrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential_jitter(initial=0.2, max=10),
-        retry=retry_if_exception_type(
-            (
-                _LinkExpired,
-                _Truncated,
-                APIConnectionError,
-                InternalServerError,
-                RateLimitError,
-                StorageError,
-                aiohttp.ClientError,
-            )
-        ),
+        retry=retry_if_exception(_worth_retrying),
         reraise=True,
     )
     try:
@@ -172,6 +162,24 @@ async def _store_once(
         await backend.delete(key)  # never leave a bad copy where a rerun could trust it
         raise _Truncated(str(exc)) from None
     return StoredAudio(fmt, key, stored.uri, stored.size, stored.sha256)
+
+
+_TRANSIENT = (
+    _LinkExpired,
+    _Truncated,
+    APIConnectionError,
+    InternalServerError,
+    RateLimitError,
+    IncompleteStreamError,  # the download broke mid-stream; nothing was left visible
+    aiohttp.ClientError,
+)
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A missing bucket or a refused key won't heal in seconds: fail fast and report."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, StorageError) and exc.transient
 
 
 def _check_length(got: int, expected: int | None) -> None:
