@@ -657,7 +657,6 @@ def demo(recordings: int, directory: str, audio_format: str, seed: int) -> None:
         click.echo("")
         click.echo(f"archive written to {root}")
         click.echo("try:")
-        click.echo(f'  duckdb -c "{query}"')
         python = os.path.relpath(sys.executable) if sys.executable else "python"
         click.echo(f'  {python} -c "import duckdb; duckdb.sql(\\"{query}\\").show()"')
         click.echo(
