@@ -202,7 +202,9 @@ def summary_lines(report: RunReport) -> list[str]:
         f"run {report.run_id}: {status}{mode}",
         f"  window      {f['window_since']} .. {f['window_until']}",
         f"  slices      {f['slices_done']}/{f['slices_total']}",
-        f"  recordings  listed {f['recordings_listed']}, archived {f['recordings_archived']}, "
+        f"  recordings  listed {f['recordings_listed']}, "
+        + (f"would archive {report.recordings_planned}, " if report.dry_run else "")
+        + f"archived {f['recordings_archived']}, "
         f"deleted {f['recordings_deleted']}, skipped {f['recordings_skipped']}, "
         f"deferred {f['recordings_deferred']}, failed {f['recordings_failed']}",
         f"  transcriptions archived {f['transcriptions_archived']}, "

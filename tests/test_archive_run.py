@@ -90,6 +90,8 @@ async def test_keep_source_archives_without_deleting_and_a_later_run_adds_no_row
 async def test_max_delete_caps_deletions_and_leaves_the_rest_archived_in_telnyx(config, tmp_path):
     async with SandboxServer(config) as sandbox:
         report = await run_once(sandbox, tmp_path, ArchiveOptions(max_delete=10))
+        assert not report.ok, "reaching the limit is reported as an error, as in rclone"
+        assert sum("--max-delete 10 reached" in e for e in report.errors) >= 1
         assert report.recordings_deleted == 10
         assert len(sandbox.state.recordings) == 50
         assert await violations(sandbox, [local(tmp_path)]) == []

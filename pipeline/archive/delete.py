@@ -56,9 +56,14 @@ class Deleter:
             self._budget -= granted
             if granted < wanted:
                 self._report.recordings_skipped += wanted - granted
-                msg = f"--max-delete {self._options.max_delete} reached: {wanted - granted} archived recordings left in Telnyx"
-                if msg not in self._report.errors:
-                    log.warning(msg)
+                # As in rclone, reaching the limit is an error: the operator asked to be stopped.
+                message = (
+                    f"--max-delete {self._options.max_delete} reached: archived recordings "
+                    "beyond it are left in Telnyx (counted as skipped)"
+                )
+                if message not in self._report.errors:
+                    self._report.errors.append(message)
+                    log.warning(message)
             return granted
 
     async def delete_archived(self, batch: Sequence[Archived]) -> None:
