@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ import boto3  # noqa: E402
 from pipeline.archive.audit import audit, key_of  # noqa: E402
 from pipeline.archive.run import STAGE_LOG_ENV  # noqa: E402
 from pipeline.archive.verify import matches  # noqa: E402
-from pipeline.sandbox import SandboxConfig, SandboxServer  # noqa: E402
+from pipeline.sandbox import SandboxConfig, ThreadedSandbox  # noqa: E402
 from pipeline.storage.s3 import S3Backend  # noqa: E402
 from pipeline.storage.settings import StorageSettings  # noqa: E402
 from pipeline.telnyx.models import Secret  # noqa: E402
@@ -106,35 +105,6 @@ class ChaosResult:
     @property
     def ok(self) -> bool:
         return not (self.violations or self.audit_problems or self.left_in_telnyx)
-
-
-class ThreadedSandbox:
-    """The sandbox on its own loop in a thread: the CLI subprocess talks to it over HTTP."""
-
-    def __init__(self, config: SandboxConfig) -> None:
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server = SandboxServer(config)
-
-    def __enter__(self) -> ThreadedSandbox:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
-
-    @property
-    def state(self) -> Any:
-        return self.server.state
 
 
 def register_s3_credential(sandbox: ThreadedSandbox, connection_id: str, bucket: str) -> None:

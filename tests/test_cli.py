@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 from pipeline import __version__
 from pipeline.archive.options import RunReport
 from pipeline.cli import cli
-from pipeline.sandbox import SandboxConfig, SandboxServer
+from pipeline.sandbox import SandboxConfig, ThreadedSandbox
 
 KEY = "sandbox-key-0123456789"
 WRONG_KEY = "KEYwrong-0123456789abcdef"
@@ -57,35 +57,6 @@ def one_error_line(result: Result) -> str:
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
-
-
-class ThreadedSandbox:
-    """The sandbox on its own event loop in a thread, so the CLI can run asyncio.run itself."""
-
-    def __init__(self, config: SandboxConfig) -> None:
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server = SandboxServer(config)
-
-    def __enter__(self) -> ThreadedSandbox:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
-
-    @property
-    def state(self) -> Any:
-        return self.server.state
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos import ThreadedSandbox, cli_command
-from pipeline.sandbox import SandboxConfig
+from bench.chaos import cli_command
+from pipeline.sandbox import SandboxConfig, ThreadedSandbox
 from tests.fixtures.emulators import (
     AzuriteEndpoint,
     create_bucket,

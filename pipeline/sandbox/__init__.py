@@ -7,12 +7,13 @@ that expire, real deletion, and switchable rate limits and faults. See pipeline/
 from pipeline.sandbox.app import create_app
 from pipeline.sandbox.audio import audio_digest, iter_audio
 from pipeline.sandbox.config import SandboxConfig, load_credentials
-from pipeline.sandbox.server import SandboxServer, serve
+from pipeline.sandbox.server import SandboxServer, ThreadedSandbox, serve
 from pipeline.sandbox.state import SandboxState
 
 __all__ = [
     "SandboxConfig",
     "SandboxServer",
+    "ThreadedSandbox",
     "SandboxState",
     "audio_digest",
     "create_app",

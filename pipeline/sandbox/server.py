@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 from types import TracebackType
 
 from aiohttp import web
@@ -90,3 +91,33 @@ async def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 8020
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             print("sandbox stopped", file=sys.stderr, flush=True)
+
+
+class ThreadedSandbox:
+    """A SandboxServer on its own event loop in a thread, for synchronous callers (a CLI
+    subprocess under test, a benchmark) that talk to it over HTTP."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = SandboxServer(config)
+
+    def __enter__(self) -> ThreadedSandbox:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def state(self) -> SandboxState:
+        return self.server.state
