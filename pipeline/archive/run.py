@@ -170,7 +170,6 @@ class Verified:
 
 @dataclass
 class _SliceOutcome:
-    failed: int = 0
     held: int = 0  # skipped or deferred: left in Telnyx on purpose
     pending_deletes: list[asyncio.Task] = field(default_factory=list)
 
@@ -280,10 +279,10 @@ class _Run:
         if self.progress:
             self.progress.recordings_found(len(piece.recordings))
         for bad in piece.malformed:
-            self.fail(outcome, str(bad))
+            self.fail(str(bad))
         self.on_stage("listed")
 
-        by_recording = await self.list_transcriptions(piece, outcome)
+        by_recording = await self.list_transcriptions(piece)
         ids = {r.id for r in piece.recordings}
         now = datetime.now(UTC)
 
@@ -293,7 +292,7 @@ class _Run:
                 safe_id(rec.id, "recording id")
                 audio_key(rec, "mp3")  # validates connection_id and call_date too
             except UnsafeIdError as exc:
-                self.fail(outcome, f"recording {str(rec.id)[:60]!r}: {exc}")
+                self.fail(f"recording {str(rec.id)[:60]!r}: {exc}")
                 continue
             transcriptions = by_recording.get(rec.id, [])
             if _in_progress(transcriptions) and _younger_than(
@@ -305,7 +304,7 @@ class _Run:
             try:
                 backend = await self.router.backend_for(rec.connection_id)
             except RoutingError:
-                self.fail(outcome, None)
+                self.fail(None)
                 continue
             if backend is None:
                 report.recordings_skipped += 1
@@ -323,17 +322,15 @@ class _Run:
 
         committer = _Committer(self, outcome)
         await asyncio.gather(
-            *(self.store_one(rec, backend, ts, committer, outcome) for rec, backend, ts in work)
+            *(self.store_one(rec, backend, ts, committer) for rec, backend, ts in work)
         )
         await committer.flush()
         if orphans:
-            await self.archive_orphans(orphans, outcome)
+            await self.archive_orphans(orphans)
         await asyncio.gather(*outcome.pending_deletes)
         return outcome
 
-    async def list_transcriptions(
-        self, piece: Slice, outcome: _SliceOutcome
-    ) -> dict[str, list[Transcription]]:
+    async def list_transcriptions(self, piece: Slice) -> dict[str, list[Transcription]]:
         """One listing per slice, widened by the lag: fewer calls than one filter per recording."""
         found: dict[str, list[Transcription]] = defaultdict(list)
         lte = piece.until + self.options.transcription_lag - timedelta(milliseconds=1)
@@ -388,7 +385,6 @@ class _Run:
         backend: Backend,
         transcriptions: list[Transcription],
         committer: _Committer,
-        outcome: _SliceOutcome,
     ) -> None:
         async with self.slots:
             day = call_date(rec)
@@ -409,7 +405,7 @@ class _Run:
                         for f in self.options.formats
                     ]
             except (AudioError, StorageError, UnsafeIdError) as exc:
-                self.fail(outcome, str(exc))
+                self.fail(str(exc))
                 return
             self.report.bytes_uploaded += sum(a.size for a in audio if not a.reused)
             self.on_stage("stored")
@@ -446,9 +442,7 @@ class _Run:
                     rows_in = await self.write_rows(backend, day, items)
                 except Exception as exc:  # whatever failed, nothing of this batch may be deleted
                     for item in items:
-                        self.fail(
-                            outcome, f"recording {item.recording.id}: metadata not written: {exc}"
-                        )
+                        self.fail(f"recording {item.recording.id}: metadata not written: {exc}")
                     continue
                 for item in items:
                     self.report.recordings_archived += 1
@@ -514,7 +508,7 @@ class _Run:
             keys.append(key)
         return keys[-1]
 
-    async def archive_orphans(self, orphans: list[Transcription], outcome: _SliceOutcome) -> None:
+    async def archive_orphans(self, orphans: list[Transcription]) -> None:
         backend = self.router.default
         if backend is None:
             for t in orphans:
@@ -556,8 +550,7 @@ class _Run:
 
     # -- bookkeeping ------------------------------------------------------------------
 
-    def fail(self, outcome: _SliceOutcome, message: str | None) -> None:
-        outcome.failed += 1
+    def fail(self, message: str | None) -> None:
         self.report.recordings_failed += 1
         if message:
             self.report.errors.append(message)
