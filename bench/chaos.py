@@ -61,7 +61,7 @@ STAGES = ("start", "listed", "stored", "committed", "deleting", "deleted")
 
 FAULTS: dict[str, Any] = {
     "rate_limit": 30.0,
-    "rate_burst": 5,
+    "rate_burst": 2,  # small, so that even a short run meets 429s
     "fault_5xx": 0.05,
     "fault_reset": 0.03,
     "fault_truncate": 0.05,

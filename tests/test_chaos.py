@@ -43,5 +43,9 @@ def test_sigkill_at_random_moments_never_deletes_unarchived_nor_duplicates_a_row
     assert result.invariant_checks == KILLS + result.iterations
     hit = {stage for stage, n in result.kills_by_stage.items() if n}
     assert len(hit) >= 3, f"kills should spread over the stages: {result.kills_by_stage}"
-    for fault in ("429", "500", "reset", "truncated", "expired link 403"):
-        assert result.faults_injected.get(fault, 0) > 0, (fault, result.faults_injected)
+    injected = result.faults_injected
+    # How many server errors a bounded run meets follows the kill timing; the claim is only
+    # that some were injected (the sandbox answers 500 and 503 in turn).
+    assert injected.get("500", 0) + injected.get("503", 0) > 0, injected
+    for fault in ("429", "reset", "truncated", "expired link 403"):
+        assert injected.get(fault, 0) > 0, (fault, injected)

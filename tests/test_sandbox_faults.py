@@ -103,7 +103,7 @@ async def test_latency_is_slept_before_api_answers_and_audio_first_bytes(
 
 
 # -- API faults ----------------------------------------------------------------------------------
-async def test_5xx_faults_mix_500_and_503_and_repeat_for_the_same_seed(sandbox_factory):
+async def test_5xx_faults_alternate_500_and_503_and_repeat_for_the_same_seed(sandbox_factory):
     runs = []
     for _ in range(2):
         config = small_config(fault_5xx=0.4, fault_seed=7)
@@ -111,6 +111,8 @@ async def test_5xx_faults_mix_500_and_503_and_repeat_for_the_same_seed(sandbox_f
             runs.append(await statuses(sb, s, 40))
     assert runs[0] == runs[1]
     assert {200, 500, 503} == set(runs[0])
+    errors = [status for status in runs[0] if status != 200]
+    assert errors[:4] == [500, 503, 500, 503], "500 and 503 take turns"
     async with (
         sandbox_factory(small_config(fault_5xx=0.4, fault_seed=8)) as sb,
         aiohttp.ClientSession(headers=auth(sb)) as s,

@@ -39,7 +39,7 @@ class SandboxConfig:
     latency: float = 0.0  # seconds before each /v2 answer
     audio_latency: float = 0.0  # seconds before the first byte of an audio download
     fault_seed: int = 0
-    fault_5xx: float = 0.0  # share of /v2 calls answered 500 or 503
+    fault_5xx: float = 0.0  # share of /v2 calls answered 500 and 503 in turn
     fault_reset: float = 0.0  # share of /v2 calls and downloads whose connection is dropped
     fault_truncate: float = 0.0  # share of downloads cut short after a 200
     fault_expire: float = 0.0  # share of fresh download links answered 403 "expired"

@@ -60,6 +60,7 @@ class Faults:
         self.config = config
         self._seed = config.fault_seed
         self.rng = random.Random(config.fault_seed)
+        self._server_errors = 0
         self._bucket: TokenBucket | None = None
         self._bucket_params: tuple[float, int] | None = None
 
@@ -67,6 +68,7 @@ class Faults:
         if self.config.fault_seed != self._seed:
             self._seed = self.config.fault_seed
             self.rng = random.Random(self._seed)
+            self._server_errors = 0
 
     def rate(self, now: float) -> RateDecision | None:
         """None when no rate limit is configured."""
@@ -88,7 +90,9 @@ class Faults:
         if u < c.fault_reset:
             return "reset"
         if u < c.fault_reset + c.fault_5xx:
-            return 503 if self.rng.random() < 0.5 else 500
+            # 500 and 503 take turns (not a coin flip), so that any two server errors show both.
+            self._server_errors += 1
+            return 500 if self._server_errors % 2 else 503
         return None
 
     def audio(self) -> AudioFault:
