@@ -136,13 +136,11 @@ class Router:
             if credential is None:
                 return self.default
             return await self._adopt(backend_for_credential(credential, self._storage))
-        except (MalformedItemError, PreflightError, StorageError, TelnyxError, ValueError) as exc:
-            message = f"connection {connection_id}: destination unusable: {exc}"
-            self._report.errors.append(message)
-            log.error(message)
-            return RoutingError(message)
-        except Exception as exc:  # an SDK's own error while reading a credential: name it only
-            message = f"connection {connection_id}: destination unusable: {type(exc).__name__}"
+        except Exception as exc:
+            ours = (MalformedItemError, PreflightError, StorageError, TelnyxError, ValueError)
+            # An SDK's own error may quote a secret from the credential: name its type only.
+            detail = exc if isinstance(exc, ours) else type(exc).__name__
+            message = f"connection {connection_id}: destination unusable: {detail}"
             self._report.errors.append(message)
             log.error(message)
             return RoutingError(message)
