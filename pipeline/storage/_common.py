@@ -79,6 +79,11 @@ def b64_of_hex(value: str) -> str:
     return base64.b64encode(bytes.fromhex(value)).decode("ascii")
 
 
+def sha256_md5(data: bytes) -> tuple[str, bytes]:
+    """Hex SHA-256 and raw MD5 of a whole small object (run it on a worker thread)."""
+    return hashlib.sha256(data).hexdigest(), hashlib.md5(data, usedforsecurity=False).digest()
+
+
 def stream_broke(label: str, size: int, exc: BaseException) -> IncompleteStreamError:
     # Only the type: a download error's text may hold a signed URL.
     return IncompleteStreamError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -27,7 +26,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobType, ContentSettings
 from azure.storage.blob.aio import ContainerClient, ExponentialRetry
 
-from pipeline.storage._common import READ_CHUNK, BaseBackend, ChunkSource, log
+from pipeline.storage._common import READ_CHUNK, BaseBackend, ChunkSource, log, sha256_md5
 from pipeline.storage.base import MD5, META_SHA256, ObjectStat, StorageError, StoredObject
 from pipeline.storage.settings import StorageSettings
 from pipeline.telnyx.models import Secret
@@ -144,7 +143,7 @@ class AzureBackend(BaseBackend):
     async def write_small(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
         full = self.full_key(key)
         data = bytes(data)
-        sha, md5 = await asyncio.to_thread(_digests, data)
+        sha, md5 = await asyncio.to_thread(sha256_md5, data)
         async with self._sem:
             return await self._put(key, full, data, content_type, sha, md5)
 
@@ -304,7 +303,3 @@ def _not_found(exc: HttpResponseError) -> bool:
     """The blob is absent (HEAD answers a bare 404; a missing container says so)."""
     code = getattr(exc, "error_code", None)
     return getattr(exc, "status_code", None) == 404 and code in (None, "BlobNotFound")
-
-
-def _digests(data: bytes) -> tuple[str, bytes]:
-    return hashlib.sha256(data).hexdigest(), hashlib.md5(data, usedforsecurity=False).digest()

@@ -15,7 +15,9 @@ from typing import Protocol, runtime_checkable
 # everywhere, so the verifier above the backends compares values by plain equality.
 SHA256 = "sha256"  # hex of the full content, computed by the store (or by reading it back, local)
 SHA256_COMPOSITE = "sha256-composite"  # hex of S3's multipart checksum, without its "-N" suffix
-MD5 = "md5"  # hex of the full content (GCS md5Hash, Azure Content-MD5)
+# hex of the full content: GCS md5Hash, Azure Content-MD5 (for a blob committed from blocks
+# that is the writer's value, which Azure stores unchecked; each block was checked on upload)
+MD5 = "md5"
 CRC32C = "crc32c"  # base64, as GCS reports it
 META_SHA256 = (
     "meta-sha256"  # hex the writer stored as object metadata "sha256": claimed, not computed

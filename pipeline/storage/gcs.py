@@ -11,7 +11,6 @@ The sha256 metadata is unknown when a resumable upload starts, so it is patched 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import threading
@@ -32,7 +31,14 @@ from google.oauth2 import service_account
 from google.resumable_media import common as media_common
 from google.resumable_media.requests import ResumableUpload
 
-from pipeline.storage._common import READ_CHUNK, ChunkSource, ThreadedBackend, hex_of_b64, log
+from pipeline.storage._common import (
+    READ_CHUNK,
+    ChunkSource,
+    ThreadedBackend,
+    hex_of_b64,
+    log,
+    sha256_md5,
+)
 from pipeline.storage.base import CRC32C, MD5, META_SHA256, ObjectStat, StorageError, StoredObject
 from pipeline.storage.settings import StorageSettings
 from pipeline.telnyx.models import Secret
@@ -211,7 +217,7 @@ class GCSBackend(ThreadedBackend):
     async def write_small(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
         full = self.full_key(key)
         data = bytes(data)
-        sha, md5 = await self.run(_digests, data)
+        sha, md5 = await self.run(sha256_md5, data)
         async with self._sem:
             return await self._put(key, full, data, content_type, sha, md5)
 
@@ -429,7 +435,3 @@ class GCSBackend(ThreadedBackend):
         if clients is not None:
             clients.session.close()
             clients.client.close()
-
-
-def _digests(data: bytes) -> tuple[str, bytes]:
-    return hashlib.sha256(data).hexdigest(), hashlib.md5(data, usedforsecurity=False).digest()

@@ -32,7 +32,14 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from pipeline.storage._common import READ_CHUNK, ChunkSource, ThreadedBackend, hex_of_b64, log
+from pipeline.storage._common import (
+    READ_CHUNK,
+    ChunkSource,
+    ThreadedBackend,
+    b64_of_hex,
+    hex_of_b64,
+    log,
+)
 from pipeline.storage.base import (
     META_SHA256,
     SHA256,
@@ -181,12 +188,15 @@ class S3Backend(ThreadedBackend):
 
     async def write_small(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
         full = self.full_key(key)
+        data = bytes(data)
+        sha = (await self.run(hashlib.sha256, data)).hexdigest()
         async with self._sem:
-            return await self._put(key, full, bytes(data), content_type)
+            return await self._put(key, full, data, content_type, sha)
 
-    async def _put(self, key: str, full: str, data: bytes, content_type: str) -> StoredObject:
-        b64, digest = await self.run(_sha256_b64, data)
-        sha = digest.hex()
+    async def _put(
+        self, key: str, full: str, data: bytes, content_type: str, sha: str
+    ) -> StoredObject:
+        b64 = b64_of_hex(sha)
         resp = await self._call(
             "put_object",
             Bucket=self.bucket,
@@ -216,7 +226,8 @@ class S3Backend(ThreadedBackend):
         async with self._sem:
             await src.fill(self._threshold + 1)
             if src.eof:
-                return await self._put(key, full, await src.read(src.buffered), content_type)
+                data = await src.read(src.buffered)
+                return await self._put(key, full, data, content_type, src.sha256)
             return await self._multipart(key, full, src, content_type)
 
     async def _multipart(
@@ -391,7 +402,7 @@ class S3Backend(ThreadedBackend):
         async with self._sem:
             try:
                 return await self.run(collect)
-            except (BotoCoreError, ClientError) as exc:
+            except (BotoCoreError, ClientError, ValueError) as exc:
                 raise self._wrap(exc) from None
 
     async def delete(self, key: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlsplit
 
+from pipeline.storage._common import normalize_prefix
 from pipeline.storage.base import Backend
 from pipeline.storage.settings import StorageSettings
 from pipeline.telnyx.models import (
@@ -91,8 +92,6 @@ def backend_for_url(url: str, settings: StorageSettings) -> Backend:
         raise ValueError(f"{scheme}:// destination needs a bucket name (use {URL_FORMS})")
     prefix = path.strip("/")
     try:
-        from pipeline.storage._common import normalize_prefix
-
         normalize_prefix(prefix)
     except ValueError as exc:
         raise ValueError(f"destination URL has a bad prefix: {exc}") from None
