@@ -136,3 +136,19 @@ async def test_bulk_delete_never_raises_even_when_every_chunk_fails(
     assert result.deleted == []
     assert sorted(result.failed) == sorted(ids)
     assert len(telnyx_stub.seen("POST", "/recordings/actions/delete")) == 2
+
+
+async def test_an_id_is_percent_encoded_into_its_path_segment(
+    telnyx_stub: TelnyxStub, make_client: Any
+) -> None:
+    raw_paths: list[str] = []
+
+    async def gone(request: web.Request, _: dict[str, str]) -> web.Response:
+        raw_paths.append(request.raw_path)
+        return error(404, "Not Found")
+
+    telnyx_stub.on("DELETE", "/recordings/{id}", gone)
+    client = make_client()
+    assert await client.delete_recording("a b?c#") is False
+    assert raw_paths == ["/v2/recordings/a%20b%3Fc%23"]
+    assert client.stats.snapshot()["DELETE /recordings/{id} 404"] == 1

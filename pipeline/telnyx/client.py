@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
@@ -63,7 +64,9 @@ MAX_PAGE_SIZE = 250
 USER_AGENT = "telnyx-archiver/0.1"
 
 T = TypeVar("T", Recording, Transcription)
+R = TypeVar("R")
 Expect = Literal["list", "object", "json", "none"]
+_CREDENTIAL = "/custom_storage_credentials/{connection_id}"
 
 
 def format_time(value: datetime) -> str:
@@ -131,6 +134,14 @@ class ApiStats:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _parsed(parse: Callable[[Any], R], value: Any) -> R:
+    """`parse(value)`, with an untrustworthy item reported as a malformed response."""
+    try:
+        return parse(value)
+    except MalformedItemError as exc:
+        raise MalformedResponseError(str(exc)) from None
 
 
 def _error_from(
@@ -327,13 +338,17 @@ class TelnyxClient:
         self,
         method: str,
         template: str,
-        path: str,
+        item_id: str | None = None,
         *,
         params: dict[str, str] | None = None,
         body: Any = None,
         expect: Expect = "object",
         retry_conflict: bool = True,
     ) -> Any:
+        """One API call. `item_id`, percent-encoded, fills the template's one `{...}` slot."""
+        path = template
+        if item_id is not None:
+            path = re.sub(r"\{\w+\}", lambda _: quote(item_id, safe=""), template, count=1)
         malformed = 0
 
         def stop(state: RetryCallState) -> bool:
@@ -445,7 +460,7 @@ class TelnyxClient:
 
     def _page_fetcher(self, path: str, parse: Callable[[Any], T]) -> FetchPage[T]:
         async def fetch(params: dict[str, str]) -> tuple[Page[T], bool]:
-            body = await self._request("GET", path, path, params=params, expect="list")
+            body = await self._request("GET", path, params=params, expect="list")
             return parse_page(body, parse), is_cursor_meta(body)
 
         return fetch
@@ -491,23 +506,20 @@ class TelnyxClient:
         )
 
     async def get_recording(self, recording_id: str) -> Recording:
-        body = await self._request(
-            "GET", "/recordings/{id}", f"/recordings/{quote(recording_id, safe='')}"
-        )
-        return self._parse_one(Recording.from_api, body)
+        body = await self._request("GET", "/recordings/{id}", recording_id)
+        return _parsed(Recording.from_api, body["data"])
 
-    async def delete_recording(self, recording_id: str) -> bool:
+    async def _delete(self, template: str, item_id: str) -> bool:
         """True if deleted now, False if it was already gone (404)."""
         try:
-            await self._request(
-                "DELETE",
-                "/recordings/{id}",
-                f"/recordings/{quote(recording_id, safe='')}",
-                expect="none",
-            )
+            await self._request("DELETE", template, item_id, expect="none")
         except NotFoundError:
             return False
         return True
+
+    async def delete_recording(self, recording_id: str) -> bool:
+        """True if deleted now, False if it was already gone (404)."""
+        return await self._delete("/recordings/{id}", recording_id)
 
     async def delete_recordings(
         self, ids: Sequence[str], *, chunk_size: int = 100
@@ -529,11 +541,7 @@ class TelnyxClient:
     async def _delete_chunk(self, ids: list[str]) -> tuple[list[str], dict[str, str]]:
         try:
             await self._request(
-                "POST",
-                "/recordings/actions/delete",
-                "/recordings/actions/delete",
-                body={"ids": ids},
-                expect="none",
+                "POST", "/recordings/actions/delete", body={"ids": ids}, expect="none"
             )
         except NotFoundError:
             log.info("bulk delete of %d ids answered 404; deleting one by one", len(ids))
@@ -585,54 +593,23 @@ class TelnyxClient:
         )
 
     async def get_transcription(self, transcription_id: str) -> Transcription:
-        body = await self._request(
-            "GET",
-            "/recording_transcriptions/{id}",
-            f"/recording_transcriptions/{quote(transcription_id, safe='')}",
-        )
-        return self._parse_one(Transcription.from_api, body)
+        body = await self._request("GET", "/recording_transcriptions/{id}", transcription_id)
+        return _parsed(Transcription.from_api, body["data"])
 
     async def delete_transcription(self, transcription_id: str) -> bool:
         """True if deleted now, False if it was already gone (404)."""
-        try:
-            await self._request(
-                "DELETE",
-                "/recording_transcriptions/{id}",
-                f"/recording_transcriptions/{quote(transcription_id, safe='')}",
-                expect="none",
-            )
-        except NotFoundError:
-            return False
-        return True
-
-    @staticmethod
-    def _parse_one(parse: Callable[[Any], T], body: dict[str, Any]) -> T:
-        try:
-            return parse(body["data"])
-        except MalformedItemError as exc:
-            raise MalformedResponseError(str(exc)) from None
+        return await self._delete("/recording_transcriptions/{id}", transcription_id)
 
     # -- custom storage credentials -------------------------------------------------------------
 
     @staticmethod
-    def _credential_path(connection_id: str) -> str:
-        return f"/custom_storage_credentials/{quote(connection_id, safe='')}"
-
-    @staticmethod
     def _parse_credential(body: Any, connection_id: str) -> StorageCredential:
-        try:
-            return StorageCredential.from_api(body, connection_id=connection_id)
-        except MalformedItemError as exc:
-            raise MalformedResponseError(str(exc)) from None
+        return _parsed(partial(StorageCredential.from_api, connection_id=connection_id), body)
 
     async def get_storage_credential(self, connection_id: str) -> StorageCredential | None:
         """The connection's stored credential, or None if it has none (404)."""
         try:
-            body = await self._request(
-                "GET",
-                "/custom_storage_credentials/{connection_id}",
-                self._credential_path(connection_id),
-            )
+            body = await self._request("GET", _CREDENTIAL, connection_id)
         except NotFoundError:
             return None
         return self._parse_credential(body, connection_id)
@@ -642,35 +619,19 @@ class TelnyxClient:
     ) -> StorageCredential:
         """Not idempotent: a 409 (e.g. a repeat of a create that did succeed) goes to the caller."""
         body = await self._request(
-            "POST",
-            "/custom_storage_credentials/{connection_id}",
-            self._credential_path(connection_id),
-            body=credential.to_api(),
-            retry_conflict=False,
+            "POST", _CREDENTIAL, connection_id, body=credential.to_api(), retry_conflict=False
         )
         return self._parse_credential(body, connection_id)
 
     async def update_storage_credential(
         self, connection_id: str, credential: StorageCredential
     ) -> StorageCredential:
-        body = await self._request(
-            "PUT",
-            "/custom_storage_credentials/{connection_id}",
-            self._credential_path(connection_id),
-            body=credential.to_api(),
-        )
+        body = await self._request("PUT", _CREDENTIAL, connection_id, body=credential.to_api())
         return self._parse_credential(body, connection_id)
 
     async def delete_storage_credential(self, connection_id: str) -> None:
         """Deletes the stored credential; one that is already gone (404) is fine."""
-        try:
-            await self._request(
-                "DELETE",
-                "/custom_storage_credentials/{connection_id}",
-                self._credential_path(connection_id),
-                expect="none",
-            )
-        except NotFoundError:
+        if not await self._delete(_CREDENTIAL, connection_id):
             log.info("storage credential of connection %s was already gone", connection_id)
 
     # -- audio ----------------------------------------------------------------------------------

@@ -140,6 +140,13 @@ _RECORDING_FIELDS = frozenset(
     "recording_ended_at created_at updated_at download_urls".split()
 )
 
+# Built once, not per item: a listing parses every recording through these.
+_DOWNLOAD_URL_FIELDS = frozenset({"mp3", "wav"})
+_RECORD_TYPES = frozenset({"recording"})
+_CHANNELS = frozenset({"single", "dual"})
+_SOURCES = frozenset({"conference", "call"})
+_RECORDING_STATUSES = frozenset({"completed"})
+
 
 @dataclass(frozen=True, slots=True)
 class Recording:
@@ -170,7 +177,7 @@ class Recording:
         if urls_raw is None:
             urls = DownloadUrls()
         elif isinstance(urls_raw, dict):
-            u = _Reader("recording.download_urls", urls_raw, frozenset({"mp3", "wav"}))
+            u = _Reader("recording.download_urls", urls_raw, _DOWNLOAD_URL_FIELDS)
             try:
                 urls = DownloadUrls(mp3=u.str("mp3"), wav=u.str("wav"))
             except MalformedItemError as exc:
@@ -179,15 +186,15 @@ class Recording:
             raise MalformedItemError("recording", r.id, "download_urls is not an object")
         return cls(
             id=r.str("id"),
-            record_type=r.enum("record_type", frozenset({"recording"})),
+            record_type=r.enum("record_type", _RECORD_TYPES),
             call_control_id=r.str("call_control_id"),
             call_leg_id=r.str("call_leg_id"),
             call_session_id=r.str("call_session_id"),
             conference_id=r.str("conference_id"),
             connection_id=r.str("connection_id"),
-            channels=r.enum("channels", frozenset({"single", "dual"})),
-            source=r.enum("source", frozenset({"conference", "call"})),
-            status=r.enum("status", frozenset({"completed"})),
+            channels=r.enum("channels", _CHANNELS),
+            source=r.enum("source", _SOURCES),
+            status=r.enum("status", _RECORDING_STATUSES),
             initiated_by=r.str("initiated_by"),
             from_=r.str("from"),
             to=r.str("to"),
@@ -203,6 +210,9 @@ class Recording:
 _TRANSCRIPTION_FIELDS = frozenset(
     "id record_type recording_id status transcription_text duration_millis created_at updated_at".split()
 )
+
+_TRANSCRIPTION_RECORD_TYPES = frozenset({"recording_transcription"})
+_TRANSCRIPTION_STATUSES = frozenset({"in-progress", "completed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,18 +237,15 @@ class Transcription:
         r = _Reader("transcription", raw, _TRANSCRIPTION_FIELDS)
         return cls(
             id=r.str("id"),
-            record_type=r.enum("record_type", frozenset({"recording_transcription"})),
+            record_type=r.enum("record_type", _TRANSCRIPTION_RECORD_TYPES),
             recording_id=r.str("recording_id"),
-            status=r.enum("status", frozenset({"in-progress", "completed"})),
+            status=r.enum("status", _TRANSCRIPTION_STATUSES),
             transcription_text=r.str("transcription_text"),
             duration_millis=r.int("duration_millis"),
             created_at=r.time("created_at"),
             updated_at=r.time("updated_at"),
         )
 
-
-# `RecordingTranscription` is the spec's name; the pipeline says `Transcription`.
-RecordingTranscription = Transcription
 
 BACKENDS = ("s3", "s3-generic", "gcs", "azure")
 

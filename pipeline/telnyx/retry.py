@@ -22,13 +22,7 @@ from collections.abc import Mapping
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from pipeline.telnyx.errors import (
-    APIConnectionError,
-    APIError,
-    ConflictError,
-    MalformedResponseError,
-    TelnyxError,
-)
+from pipeline.telnyx.errors import APIError, TelnyxError
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +80,6 @@ class RetryableFailure(Exception):
         self.error = error
         self.hint = hint
         self.kind = kind or (str(error.status) if isinstance(error, APIError) else "ERR")
-
-
-def should_retry_error(error: TelnyxError, *, retry_conflict: bool = True) -> bool:
-    if isinstance(error, ConflictError):
-        return retry_conflict
-    if isinstance(error, APIError):
-        return is_retryable_status(error.status)
-    return isinstance(error, APIConnectionError | MalformedResponseError)
 
 
 class PauseGate:
