@@ -433,7 +433,7 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     config = state.config
     name = request.match_info["name"]
-    label = f"{request.method} /_audio/{{name}}"
+    label = _route(request)
 
     def count(outcome: int | str) -> None:
         state.request_counts[f"{label} {outcome}"] += 1

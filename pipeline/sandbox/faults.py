@@ -62,7 +62,6 @@ class Faults:
         self.rng = random.Random(config.fault_seed)
         self._server_errors = 0
         self._bucket: TokenBucket | None = None
-        self._bucket_params: tuple[float, int] | None = None
 
     def _reseed_if_changed(self) -> None:
         if self.config.fault_seed != self._seed:
@@ -76,10 +75,10 @@ class Faults:
         if c.rate_limit is None:
             self._bucket = None
             return None
-        if self._bucket is None or self._bucket_params != (c.rate_limit, c.rate_burst):
-            self._bucket = TokenBucket(c.rate_limit, c.rate_burst, now)
-            self._bucket_params = (c.rate_limit, c.rate_burst)
-        return self._bucket.take(now)
+        b = self._bucket
+        if b is None or (b.rate, b.burst) != (c.rate_limit, c.rate_burst):
+            b = self._bucket = TokenBucket(c.rate_limit, c.rate_burst, now)
+        return b.take(now)
 
     def api(self) -> ApiFault:
         c = self.config

@@ -35,10 +35,6 @@ class SandboxServer:
     def base_url(self) -> str:
         return self.url + "/v2"
 
-    @property
-    def api_key(self) -> str:
-        return self.config.api_key
-
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         await self._runner.setup()

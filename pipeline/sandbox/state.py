@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import bisect
-import hashlib
+import functools
 import hmac
 import json
 import os
@@ -51,9 +51,10 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """One cursor page, and whether items remain before and after it."""
+
     items: list[dict[str, Any]]
-    total: int | None = None  # page-number style only
-    has_before: bool = False  # cursor style only
+    has_before: bool = False
     has_after: bool = False
 
 
@@ -100,6 +101,22 @@ def validate_credentials_body(body: Any) -> dict[str, Any]:
     if backend == "s3-generic" and not conf["endpoint"].startswith(("http://", "https://")):
         raise InvalidRequest("endpoint must use http or https.", pointer="/configuration/endpoint")
     return {"backend": backend, "configuration": conf}
+
+
+@functools.lru_cache(maxsize=2)
+def _link_params(issued: int, ttl: float) -> tuple[str, str, str]:
+    """X-Amz-Date, X-Amz-Expires and the unsigned query of links issued in one second.
+
+    Every link of a list page shares them, so they are formatted once, not per link.
+    """
+    date = datetime.fromtimestamp(issued, UTC).strftime("%Y%m%dT%H%M%SZ")
+    expires = str(int(ttl)) if float(ttl).is_integer() else repr(float(ttl))
+    query = (
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        f"&X-Amz-Credential=SANDBOX%2F{date[:8]}%2Fsandbox%2Fs3%2Faws4_request"
+        f"&X-Amz-Date={date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host"
+    )
+    return date, expires, query
 
 
 class SandboxState:
@@ -164,19 +181,12 @@ class SandboxState:
     # -- download links ----------------------------------------------------------------------
     def _signature(self, name: str, date: str, expires: str) -> str:
         msg = f"{name}\n{date}\n{expires}".encode()
-        return hmac.new(self._link_secret, msg, hashlib.sha256).hexdigest()
+        return hmac.digest(self._link_secret, msg, "sha256").hex()
 
     def download_query(self, name: str) -> str:
         """Query string of a fresh presigned-style link for `<id>.<fmt>`."""
-        date = datetime.fromtimestamp(int(self.now()), UTC).strftime("%Y%m%dT%H%M%SZ")
-        ttl = self.config.link_ttl
-        expires = str(int(ttl)) if float(ttl).is_integer() else repr(float(ttl))
-        return (
-            "X-Amz-Algorithm=AWS4-HMAC-SHA256"
-            f"&X-Amz-Credential=SANDBOX%2F{date[:8]}%2Fsandbox%2Fs3%2Faws4_request"
-            f"&X-Amz-Date={date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host"
-            f"&X-Amz-Signature={self._signature(name, date, expires)}"
-        )
+        date, expires, query = _link_params(int(self.now()), self.config.link_ttl)
+        return f"{query}&X-Amz-Signature={self._signature(name, date, expires)}"
 
     def check_link(self, name: str, query: dict[str, str]) -> tuple[str, float]:
         """'ok', 'expired', 'denied' or 'signature' and the link's expiry (epoch seconds)."""
@@ -207,11 +217,8 @@ class SandboxState:
     ) -> list[dict[str, Any]]:
         """Every remaining recording matching the filters, in (created_at, id) order."""
         equals = equals or {}
-        keys = self._range(self._rec_order, created_gte, created_lte)
-        if not (equals or start_gte or start_lte or end_gte or end_lte):
-            return [self.recordings[rid] for _, rid in keys]
         out = []
-        for _, rid in keys:
+        for _, rid in self._range(self._rec_order, created_gte, created_lte):
             rec = self.recordings[rid]
             started, ended = self._times[rid]
             if (start_gte and started < start_gte) or (start_lte and started > start_lte):
