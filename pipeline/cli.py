@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import inspect
 import logging
 import os
 import sys
@@ -34,10 +33,11 @@ from pipeline.config import (
     Settings,
     load_settings,
     normalize_destination,
+    one_line,
     parse_duration,
     parse_when,
 )
-from pipeline.logs import setup_logging, stderr_console
+from pipeline.logs import redact, setup_logging, stderr_console
 from pipeline.progress import LogProgress, progress_for, summary_fields, summary_lines
 from pipeline.schedule import RunInterrupted, Shutdown, run_stoppable
 
@@ -52,43 +52,23 @@ EXIT_AUTH = 3
 # --- parameter types -----------------------------------------------------------------------
 
 
-class DurationType(click.ParamType):
-    name = "DURATION"
+class ParsedType(click.ParamType):
+    """A flag read by the same parser as its config key; the parser's ValueError is a usage error."""
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
+    def __init__(self, name: str, parse: Callable[[Any], Any]) -> None:
+        self.name = name
+        self.parse = parse
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         try:
-            return parse_duration(value)
+            return self.parse(value)  # each parser passes an already-parsed value through
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class WhenType(click.ParamType):
-    name = "DATE"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_when(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class DestinationType(click.ParamType):
-    name = "URL"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        try:
-            return normalize_destination(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-DURATION = DurationType()
-WHEN = WhenType()
-DESTINATION = DestinationType()
+DURATION = ParsedType("DURATION", parse_duration)
+WHEN = ParsedType("DATE", parse_when)
+DESTINATION = ParsedType("URL", normalize_destination)
 
 
 # --- global state and error handling -------------------------------------------------------
@@ -118,32 +98,12 @@ def _configure_logging(g: Globals, settings: Settings | None) -> None:
     setup_logging(fmt, level, secrets=g.secrets, console=stderr_console())
 
 
-def _redact(text: str) -> str:
-    for secret in _globals().secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return " ".join(text.split())
-
-
 def _fail(code: int, message: str, exc: BaseException | None = None) -> None:
     g = _globals()
     if g.debug and exc is not None:
-        click.echo(_redact_tb(exc), err=True)
-    click.echo(f"error: {_redact(message)}", err=True)
+        click.echo(redact("".join(traceback.format_exception(exc)), g.secrets).rstrip(), err=True)
+    click.echo(f"error: {' '.join(redact(message, g.secrets).split())}", err=True)
     raise click.exceptions.Exit(code)
-
-
-def _redact_tb(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
-    for secret in _globals().secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text.rstrip()
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -156,43 +116,27 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except ConfigError as exc:
-            _fail(EXIT_USAGE, _describe(exc), exc)
+            _fail(EXIT_USAGE, one_line(exc), exc)
         except RunInterrupted as exc:
-            _fail(EXIT_FAILED, _describe(exc), exc)
+            _fail(EXIT_FAILED, one_line(exc), exc)
         except KeyboardInterrupt as exc:
             _fail(EXIT_FAILED, "interrupted", exc)
         except Exception as exc:
-            kind = _classify(exc)
-            if kind == "auth":
-                _fail(
-                    EXIT_AUTH,
-                    f"Telnyx rejected the API key ({_describe(exc)}); check TELNYX_API_KEY",
-                    exc,
-                )
-            elif kind == "preflight":
-                _fail(EXIT_AUTH, f"destination preflight failed: {_describe(exc)}", exc)
-            elif kind == "missing-key":
-                _fail(EXIT_USAGE, _describe(exc), exc)
-            else:
-                _fail(EXIT_FAILED, f"{type(exc).__name__}: {_describe(exc)}", exc)
+            _fail(*_classify(exc), exc)
 
     return wrapper
 
 
-def _classify(exc: BaseException) -> str | None:
-    with contextlib.suppress(ImportError):
-        from pipeline.telnyx.errors import AuthenticationError
+def _classify(exc: Exception) -> tuple[int, str]:
+    """The exit code and message for an error no command handled."""
+    from pipeline.storage.base import PreflightError
+    from pipeline.telnyx.errors import AuthenticationError
 
-        if isinstance(exc, AuthenticationError):
-            return "auth"
-    with contextlib.suppress(ImportError):
-        from pipeline.storage.base import PreflightError
-
-        if isinstance(exc, PreflightError):
-            return "preflight"
-    if isinstance(exc, ValueError) and "TELNYX_API_KEY" in str(exc):
-        return "missing-key"
-    return None
+    if isinstance(exc, AuthenticationError):
+        return EXIT_AUTH, f"Telnyx rejected the API key ({one_line(exc)}); check TELNYX_API_KEY"
+    if isinstance(exc, PreflightError):
+        return EXIT_AUTH, f"destination preflight failed: {one_line(exc)}"
+    return EXIT_FAILED, f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def load(overrides: dict[str, Any] | None = None, *, need_api_key: bool = False) -> Settings:
@@ -245,26 +189,27 @@ async def archive_once(
     shutdown: Shutdown,
     client: Any = None,
 ) -> Any:
-    """One archive() call under a client, honouring shutdown; fills api_calls if empty."""
-    archive = archive_function()
-    owned = client is None
-    if owned:
-        client = telnyx_client(settings)
-    async with contextlib.AsyncExitStack() as stack:
-        if owned:
-            client = await stack.enter_async_context(client)
-        report = await run_stoppable(
-            archive,
-            window,
-            client=client,
-            storage=settings.storage,
-            options=options,
-            progress=progress,
-            shutdown=shutdown,
-        )
-        if not report.api_calls:
-            with contextlib.suppress(Exception):
-                report.api_calls = dict(client.stats.snapshot())
+    """One archive() call under a client (its own unless given), honouring shutdown.
+
+    Fills report.api_calls from the client if the archive left it empty.
+    """
+    if client is None:
+        async with telnyx_client(settings) as owned:
+            return await archive_once(
+                settings, window, options, progress=progress, shutdown=shutdown, client=owned
+            )
+    report = await run_stoppable(
+        archive_function(),
+        window,
+        client=client,
+        storage=settings.storage,
+        options=options,
+        progress=progress,
+        shutdown=shutdown,
+    )
+    if not report.api_calls:
+        with contextlib.suppress(Exception):
+            report.api_calls = dict(client.stats.snapshot())
     return report
 
 
@@ -549,10 +494,7 @@ async def _preflight_then(settings: Settings, then: Callable[[], Any]) -> Any:
 async def _backend(url: str, settings: Settings) -> Any:
     from pipeline.storage.select import backend_for_url
 
-    backend = backend_for_url(url, settings.storage)
-    if inspect.isawaitable(backend):
-        backend = await backend
-    return backend
+    return backend_for_url(url, settings.storage)
 
 
 @cli.command()
@@ -578,39 +520,22 @@ def verify(destination: str | None) -> None:
 
         backend = await _backend(url, settings)
         try:
-            result = audit(backend)
-            return await result if inspect.isawaitable(result) else result
+            return await audit(backend)
         finally:
             await backend.close()
 
     report = asyncio.run(main())
-    lines = [
-        f"archive {url}: {'OK' if report.ok else 'PROBLEMS FOUND'}",
-        f"  rows            {report.rows}",
-        f"  missing audio   {len(report.missing_audio)}",
-        f"  bad audio       {len(report.bad_audio)}",
-        f"  orphan audio    {len(report.orphan_audio)}",
-        f"  duplicate rows  {len(report.duplicate_rows)}",
-    ]
-    for name in ("missing_audio", "bad_audio", "orphan_audio", "duplicate_rows"):
-        for item in list(getattr(report, name))[:10]:
-            lines.append(f"  {name.replace('_', ' ')}: {item}")
+    problems = ("missing_audio", "bad_audio", "orphan_audio", "duplicate_rows")
+    counts = {"rows": report.rows, **{name: len(getattr(report, name)) for name in problems}}
     if _globals().json_logs:
-        log.info(
-            "audit finished",
-            extra={
-                "destination": url,
-                "ok": report.ok,
-                "rows": report.rows,
-                "missing_audio": len(report.missing_audio),
-                "bad_audio": len(report.bad_audio),
-                "orphan_audio": len(report.orphan_audio),
-                "duplicate_rows": len(report.duplicate_rows),
-            },
-        )
+        log.info("audit finished", extra={"destination": url, "ok": report.ok, **counts})
     else:
-        for line in lines:
-            click.echo(line)
+        click.echo(f"archive {url}: {'OK' if report.ok else 'PROBLEMS FOUND'}")
+        for name, n in counts.items():
+            click.echo(f"  {name.replace('_', ' '):<15} {n}")
+        for name in problems:
+            for item in list(getattr(report, name))[:10]:
+                click.echo(f"  {name.replace('_', ' ')}: {item}")
     raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
@@ -648,7 +573,7 @@ def demo(recordings: int, directory: str, audio_format: str, seed: int) -> None:
     _report_summary(report)
     root = find_dataset_root(Path(directory), "recordings")
     if root is not None and not _globals().json_logs:
-        shown = _shown_path(root, Path(directory))
+        shown = _shown_path(root)
         glob = f"{shown}/recordings/**/*.parquet"
         query = (
             "SELECT call_date, count(*) AS recordings, round(sum(duration_millis)/60000.0, 1) AS minutes "
@@ -694,16 +619,7 @@ async def run_demo(
         async with telnyx_client(
             settings, api_key=config.api_key, base_url=sandbox.base_url
         ) as client:
-            if progress is not None:
-                return await archive_once(
-                    settings,
-                    window,
-                    settings.archive.options,
-                    progress=progress,
-                    shutdown=shutdown,
-                    client=client,
-                )
-            with _progress() as sink:
+            with contextlib.nullcontext(progress) if progress is not None else _progress() as sink:
                 return await archive_once(
                     settings,
                     window,
@@ -727,7 +643,7 @@ def find_dataset_root(directory: Path, dataset: str) -> Path | None:
     return None
 
 
-def _shown_path(root: Path, given: Path) -> str:
+def _shown_path(root: Path) -> str:
     try:
         return str(root.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:

@@ -105,8 +105,10 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(w|d|h|m|s)")
 _UNIT = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
-def parse_duration(text: str | int | float) -> timedelta:
+def parse_duration(text: str | int | float | timedelta) -> timedelta:
     """'24h', '90m', '2d', '1h30m', '45s', '1w' -> timedelta. A bare number means seconds."""
+    if isinstance(text, timedelta):
+        return text
     if isinstance(text, bool):
         raise ValueError(f"bad duration {text!r}")
     if isinstance(text, int | float):
@@ -185,7 +187,8 @@ def normalize_destination(url: str) -> str:
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ValueError(
-                f"file destination must be absolute, e.g. file:///srv/archive: {text!r}"
+                "file destination must be absolute, e.g. file:///srv/archive: "
+                f"{_strip_userinfo(text)!r}"
             )
     elif not parts.netloc:
         raise ValueError(f"destination {text!r} has no bucket (e.g. {scheme}://bucket/prefix)")
@@ -207,7 +210,7 @@ def validate_cron(expr: str, timezone: str) -> None:
     try:
         CronTrigger.from_crontab(expr, timezone=timezone)
     except Exception as exc:  # ValueError for fields, ZoneInfoNotFoundError for the zone
-        raise ValueError(f"bad cron expression {expr!r}: {_one_line(exc)}") from None
+        raise ValueError(f"bad cron expression {expr!r}: {one_line(exc)}") from None
 
 
 def validate_timezone(name: str) -> None:
@@ -219,7 +222,8 @@ def validate_timezone(name: str) -> None:
         raise ValueError(f"unknown time zone {name!r}") from None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of text (its type when it has no message)."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -294,16 +298,6 @@ def _formats(v: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _duration(v: Any) -> timedelta:
-    if isinstance(v, timedelta):
-        return v
-    return parse_duration(v)
-
-
-def _size(v: Any) -> int:
-    return parse_size(v)
-
-
 def _when(v: Any) -> datetime:
     if isinstance(v, datetime):
         return parse_when(v)
@@ -355,15 +349,15 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "storage": {
         "default_destination": _destination,
         "prefix": _str,
-        "part_size": _size,
-        "multipart_threshold": _size,
+        "part_size": parse_size,
+        "multipart_threshold": parse_size,
         "max_concurrency": _pos_int,
         "s3_endpoint_url": _opt_str,
         "gcs_endpoint_url": _opt_str,
         "azure_blob_endpoint": _opt_str,
     },
     "archive": {},  # filled from ArchiveOptions below, plus min_age, earliest, state_dir
-    "schedule": {"cron": _str, "timezone": _tz, "misfire_grace_time": _duration},
+    "schedule": {"cron": _str, "timezone": _tz, "misfire_grace_time": parse_duration},
     "metrics": {"textfile": _opt_str, "pushgateway": _opt_str, "job": _str},
     "logging": {"format": _log_format, "level": _log_level},
 }
@@ -374,7 +368,7 @@ def _archive_keys() -> dict[str, Any]:
     special: dict[str, Any] = {
         "formats": _formats,
         "max_delete": _opt_max_delete,
-        "max_bytes_in_flight": _size,
+        "max_bytes_in_flight": parse_size,
     }
     keys: dict[str, Any] = {}
     for f in dataclasses.fields(ArchiveOptions):
@@ -388,12 +382,12 @@ def _archive_keys() -> dict[str, Any]:
         elif isinstance(default, int):
             keys[f.name] = _pos_int
         elif isinstance(default, timedelta):
-            keys[f.name] = _duration
+            keys[f.name] = parse_duration
         elif isinstance(default, float):
             keys[f.name] = _pos_float
         else:
             keys[f.name] = _opt_str
-    keys.update(min_age=_duration, earliest=_when, state_dir=_str)
+    keys.update(min_age=parse_duration, earliest=_when, state_dir=_str)
     return keys
 
 
@@ -432,8 +426,8 @@ def load_settings(
             raise ConfigError(f"config file not found: {path}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {_one_line(exc)}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: invalid TOML: {one_line(exc)}") from None
         for section, values in data.items():
             if section not in _SCHEMA:
                 raise ConfigError(f"unknown section [{section}] in {path}")
@@ -464,7 +458,7 @@ def load_settings(
             except ConfigError:
                 raise
             except Exception as exc:
-                raise ConfigError(f"{section}.{key}: {_one_line(exc)}") from None
+                raise ConfigError(f"{section}.{key}: {one_line(exc)}") from None
 
     sched = ScheduleSettings(**parsed["schedule"])
     try:
@@ -483,12 +477,4 @@ def load_settings(
         metrics=MetricsSettings(**parsed["metrics"]),
         logging=LoggingSettings(**parsed["logging"]),
         source=source,
-    )
-
-
-def with_options(settings: Settings, **changes: Any) -> Settings:
-    """A copy of settings whose ArchiveOptions carry changes."""
-    options = dataclasses.replace(settings.archive.options, **changes)
-    return dataclasses.replace(
-        settings, archive=dataclasses.replace(settings.archive, options=options)
     )

@@ -15,6 +15,14 @@ from rich.console import Console
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """text with every known secret value (4 characters or more) replaced by ***."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
 class RedactFilter(logging.Filter):
     """Replaces known secret values in a record's message (defence in depth: code never logs them)."""
 
@@ -25,9 +33,7 @@ class RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             message = record.getMessage()
-            redacted = message
-            for secret in self.secrets:
-                redacted = redacted.replace(secret, "***")
+            redacted = redact(message, self.secrets)
             if redacted != message:
                 record.msg, record.args = redacted, None
         return True

@@ -16,7 +16,7 @@ from prometheus_client.exposition import pushadd_to_gateway, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.archive.options import RunReport
-from pipeline.config import MetricsSettings
+from pipeline.config import MetricsSettings, one_line
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,11 @@ class RunMetrics:
                     settings.pushgateway, job=settings.job, registry=self._push_registry()
                 )
             except Exception as exc:
-                log.warning("could not push metrics to the Pushgateway: %s", _one_line(exc))
+                log.warning("could not push metrics to the Pushgateway: %s", one_line(exc)[:200])
 
     def _keep_last_success(self, path: Path) -> None:
         """A one-shot run that failed must not erase the previous success time from the textfile."""
-        if self.last_success._value.get() or not path.exists():  # type: ignore[attr-defined]
+        if self._has_success() or not path.exists():
             return
         try:
             for family in text_string_to_metric_families(path.read_text()):
@@ -133,8 +133,11 @@ class RunMetrics:
         except Exception:  # an unreadable old file is simply replaced
             return
 
+    def _has_success(self) -> bool:
+        return bool(self.registry.get_sample_value(f"{PREFIX}_last_success_timestamp_seconds"))
+
     def _push_registry(self) -> CollectorRegistry:
-        if self.last_success._value.get():  # type: ignore[attr-defined]
+        if self._has_success():
             return self.registry
         # Without a success yet, leave the gateway's last_success alone.
         registry = CollectorRegistry()
@@ -156,7 +159,3 @@ def _template(path: str) -> str:
         "v2",
     }
     return "/".join(p if (not p or p in known) else "{id}" for p in parts)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -20,11 +20,15 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+
+from pipeline.config import one_line
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +77,12 @@ class Shutdown:
         return remove
 
 
-def accepts_stop(fn: Callable[..., Any]) -> str | None:
-    """The name of fn's stop-event keyword ('stop' or 'shutdown'), if it has one."""
+def accepts_stop(fn: Callable[..., Any]) -> bool:
+    """Whether fn takes a `stop` event keyword (as archive() does)."""
     try:
-        params = inspect.signature(fn).parameters
+        return "stop" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return None
-    return next((name for name in ("stop", "shutdown") if name in params), None)
+        return False
 
 
 async def run_stoppable(
@@ -90,10 +93,10 @@ async def run_stoppable(
     If fn takes a stop event it is passed `shutdown.requested` (stop after the current slice)
     and cancelled only on a forced shutdown; otherwise it is cancelled on the first request.
     """
-    name = accepts_stop(fn)
-    if name:
-        kwargs[name] = shutdown.requested
-    cancel_on = shutdown.forced if name else shutdown.requested
+    stop_aware = accepts_stop(fn)
+    if stop_aware:
+        kwargs["stop"] = shutdown.requested
+    cancel_on = shutdown.forced if stop_aware else shutdown.requested
     task = asyncio.ensure_future(fn(*args, **kwargs))
     waiter = asyncio.ensure_future(cancel_on.wait())
     try:
@@ -138,7 +141,7 @@ class NightlyScheduler:
         try:
             await self.job(self.shutdown)
         except Exception as exc:  # a failed run must not end the scheduler
-            log.error("scheduled run failed: %s", " ".join(str(exc).split()) or type(exc).__name__)
+            log.error("scheduled run failed: %s", one_line(exc))
             log.debug("scheduled run failure", exc_info=True)
         finally:
             self._running.discard(task)
@@ -149,6 +152,9 @@ class NightlyScheduler:
 
     def start(self) -> AsyncIOScheduler:
         """Start the scheduler on the running loop (call from inside it)."""
+        # Imported here: it costs ~50 ms, which every other command (and --help) need not pay.
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         scheduler = AsyncIOScheduler(timezone=self.timezone)
         scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
         scheduler.add_job(

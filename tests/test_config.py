@@ -177,6 +177,13 @@ def test_invalid_toml_is_reported_on_one_line(tmp_path: Path) -> None:
     assert "invalid TOML" in config_error(tmp_path, "[archive\nmin_age = \n")
 
 
+def test_a_config_file_that_is_not_utf8_is_named_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "archiver.toml"
+    path.write_bytes(b'[telnyx]\nbase_url = "\xff"\n')
+    with pytest.raises(ConfigError, match=r"archiver\.toml: invalid TOML: .*utf-8"):
+        load_settings(path, env={})
+
+
 def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found: .*nope.toml"):
         load_settings(tmp_path / "nope.toml", env={})
@@ -244,9 +251,12 @@ def test_a_plain_path_destination_becomes_an_absolute_file_url(tmp_path: Path) -
     assert normalize_destination(str(tmp_path / "a")) == (tmp_path / "a").as_uri()
 
 
-def test_a_destination_url_carrying_a_password_is_refused_without_echoing_it() -> None:
+@pytest.mark.parametrize(
+    "url", ["s3://user:hunter2secret@bucket/x", "file://user:hunter2secret@host/x"]
+)
+def test_a_destination_url_carrying_a_password_is_refused_without_echoing_it(url: str) -> None:
     with pytest.raises(ValueError) as info:
-        normalize_destination("s3://user:hunter2secret@bucket/x")
+        normalize_destination(url)
     assert "hunter2secret" not in str(info.value)
 
 
